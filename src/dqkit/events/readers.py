@@ -1,0 +1,377 @@
+"""Read event samples in bounded chunks into the canonical raw frames.
+
+Three shapes are understood, and may be mixed line by line in one NDJSON file (plain or gzip):
+
+* native client batches: ``{"batch_id", "received_at", "client": {...}, "events": [...]}``;
+* Segment batches as SDKs send them: ``{"batch": [...], "sentAt": ...}``;
+* flat events, one per line (or one per row of a Parquet file).
+
+Each line is one *delivery*: the unit that arrived, keyed by a hash of its bytes so that a
+replay of the same sample is recognised. JSON is taken apart by DuckDB's JSON functions, a
+whole chunk at a time; Python only splits lines and hashes them. Nothing is dropped here: an
+unreadable line becomes one event row with ``line_error`` set, for validation to quarantine.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from dqkit.errors import InputError
+from dqkit.events import schema
+
+DEFAULT_CHUNK_LINES = 2_000
+_PARQUET_BATCH_ROWS = 100
+
+
+@dataclass
+class RawChunk:
+    """One bounded piece of a sample, as read."""
+
+    deliveries: pl.DataFrame
+    """One row per delivery (see :data:`dqkit.events.schema.DELIVERY_SCHEMA`)."""
+    events: pl.DataFrame
+    """One row per event (see :data:`dqkit.events.schema.RAW_EVENT_SCHEMA`)."""
+    position: int
+    """Bytes of the input consumed so far (for progress)."""
+
+
+def _s(doc: str, path: str) -> str:
+    """SQL for the string at ``path`` of ``doc``, NULL when absent or not a string."""
+    return f"CASE WHEN json_type({doc}, '{path}') = 'VARCHAR' THEN json_extract_string({doc}, '{path}') END"
+
+
+def _field(doc: str, path: str, name: str) -> str:
+    """SQL for a raw event field: its text and its JSON type, for validation to judge."""
+    return (
+        f"json_extract_string({doc}, '{path}') AS {name}, "
+        f"json_type({doc}, '{path}') AS {name}_type"
+    )
+
+
+def _ts(expr: str) -> str:
+    return f"try_cast({expr} AS TIMESTAMPTZ)"
+
+
+_SEG_NAME = "lower(trim(regexp_replace(json_extract_string(ev, '$.event'), '[^A-Za-z0-9]+', '_', 'g'), '_'))"
+
+_PARSE_SQL = f"""
+WITH src AS (
+    SELECT line_no, delivery_key, line,
+           coalesce(decode_error, CASE WHEN json_valid(line) THEN NULL ELSE '{schema.MALFORMED_JSON}' END) AS err
+    FROM lines
+),
+good AS (SELECT line_no, delivery_key, line FROM src WHERE err IS NULL),
+typed AS (
+    SELECT *,
+        CASE WHEN json_type(line) <> 'OBJECT' THEN NULL
+             WHEN json_type(line, '$.events') = 'ARRAY' THEN 'native'
+             WHEN json_type(line, '$.batch') = 'ARRAY' THEN 'segment'
+             WHEN json_exists(line, '$.event_id') OR json_exists(line, '$.event_type') THEN 'flat'
+        END AS format
+    FROM good
+),
+deliveries AS (
+    SELECT delivery_key, line_no, format, line,
+        CASE format
+            WHEN 'segment' THEN 'seg-' || left(delivery_key, 16)
+            ELSE coalesce({_s('line', '$.batch_id')}, 'anon-' || left(delivery_key, 16))
+        END AS batch_id,
+        CASE format
+            WHEN 'segment' THEN coalesce({_s('line', '$.receivedAt')}, {_s('line', '$.batch[0].receivedAt')}, {_s('line', '$.sentAt')})
+            ELSE {_s('line', '$.received_at')}
+        END AS received_at_raw,
+        CASE format
+            WHEN 'native' THEN {_s('line', '$.client.platform')}
+            WHEN 'segment' THEN lower({_s('line', '$.batch[0].context.os.name')})
+            ELSE coalesce({_s('line', '$.platform')}, {_s('line', '$.client.platform')})
+        END AS platform,
+        CASE format
+            WHEN 'native' THEN {_s('line', '$.client.app_version')}
+            WHEN 'segment' THEN {_s('line', '$.batch[0].context.app.version')}
+            ELSE coalesce({_s('line', '$.app_version')}, {_s('line', '$.client.app_version')})
+        END AS app_version,
+        CASE format
+            WHEN 'native' THEN {_s('line', '$.client.sdk_version')}
+            WHEN 'segment' THEN {_s('line', '$.batch[0].context.library.version')}
+            ELSE coalesce({_s('line', '$.sdk_version')}, {_s('line', '$.client.sdk_version')})
+        END AS sdk_version,
+        CASE format
+            WHEN 'native' THEN json_array_length(line, '$.events')
+            WHEN 'segment' THEN json_array_length(line, '$.batch')
+            ELSE 1
+        END AS event_count
+    FROM typed WHERE format IS NOT NULL
+),
+unreadable AS (
+    SELECT s.delivery_key, s.line_no, s.line,
+           coalesce(s.err, '{schema.NOT_A_BATCH}') AS line_error
+    FROM src s LEFT JOIN deliveries d USING (delivery_key)
+    WHERE d.delivery_key IS NULL
+),
+native_events AS (
+    SELECT delivery_key, unnest(json_extract(line, '$.events[*]')) AS ev,
+           generate_subscripts(json_extract(line, '$.events[*]'), 1) - 1 AS event_index
+    FROM deliveries WHERE format = 'native'
+),
+segment_events AS (
+    SELECT delivery_key, unnest(json_extract(line, '$.batch[*]')) AS ev,
+           generate_subscripts(json_extract(line, '$.batch[*]'), 1) - 1 AS event_index
+    FROM deliveries WHERE format = 'segment'
+),
+events AS (
+    SELECT n.delivery_key, n.event_index, json_type(n.ev) AS event_json_type,
+        {_field('n.ev', '$.event_id', 'event_id')},
+        {_field('n.ev', '$.event_type', 'event_type')},
+        {_field('n.ev', '$.user_id', 'user_id')},
+        {_field('n.ev', '$.timestamp', 'timestamp')},
+        {_s('n.ev', '$.client_ip')} AS client_ip,
+        json_extract(n.ev, '$.properties')::VARCHAR AS properties,
+        NULL::VARCHAR AS segment_type,
+        NULL::VARCHAR AS ev_platform, NULL::VARCHAR AS ev_app_version, NULL::VARCHAR AS ev_sdk_version,
+        n.ev::VARCHAR AS raw
+    FROM native_events n
+    UNION ALL
+    SELECT delivery_key, 0, 'OBJECT',
+        {_field('line', '$.event_id', 'event_id')},
+        {_field('line', '$.event_type', 'event_type')},
+        {_field('line', '$.user_id', 'user_id')},
+        {_field('line', '$.timestamp', 'timestamp')},
+        {_s('line', '$.client_ip')},
+        json_extract(line, '$.properties')::VARCHAR,
+        NULL, NULL, NULL, NULL,
+        line
+    FROM deliveries WHERE format = 'flat'
+    UNION ALL
+    SELECT delivery_key, event_index, json_type(ev),
+        {_field('ev', '$.messageId', 'event_id')},
+        CASE WHEN {_s('ev', '$.type')} = 'track'
+             THEN CASE WHEN json_type(ev, '$.event') = 'VARCHAR' THEN {_SEG_NAME} END
+             ELSE {_s('ev', '$.type')} END,
+        CASE WHEN {_s('ev', '$.type')} = 'track' THEN json_type(ev, '$.event') ELSE json_type(ev, '$.type') END,
+        coalesce(json_extract_string(ev, '$.userId'), json_extract_string(ev, '$.anonymousId')),
+        coalesce(json_type(ev, '$.userId'), json_type(ev, '$.anonymousId')),
+        {_field('ev', '$.timestamp', 'timestamp')},
+        {_s('ev', '$.context.ip')},
+        coalesce(json_extract(ev, '$.properties'), json_extract(ev, '$.traits'))::VARCHAR,
+        coalesce({_s('ev', '$.type')}, 'missing'),
+        lower({_s('ev', '$.context.os.name')}), {_s('ev', '$.context.app.version')},
+        {_s('ev', '$.context.library.version')},
+        ev::VARCHAR
+    FROM segment_events
+)
+SELECT 'D' AS part, d.delivery_key, d.batch_id, d.line_no, NULL::INTEGER AS event_index,
+       d.received_at_raw, try_cast(d.received_at_raw AS TIMESTAMPTZ) AS received_at, NULL::TIMESTAMPTZ AS event_ts, d.platform, d.app_version, d.sdk_version, d.format, d.event_count,
+       NULL::VARCHAR AS line_error, NULL AS event_json_type,
+       NULL AS event_id, NULL AS event_id_type, NULL AS event_type, NULL AS event_type_type,
+       NULL AS user_id, NULL AS user_id_type, NULL AS timestamp, NULL AS timestamp_type,
+       NULL AS client_ip, NULL AS properties, NULL AS segment_type, NULL AS raw
+FROM deliveries d
+UNION ALL
+SELECT 'U', u.delivery_key, 'bad-' || left(u.delivery_key, 16), u.line_no, 0,
+       NULL, NULL, NULL, NULL, NULL, NULL, 'unreadable', 1, u.line_error, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, u.line
+FROM unreadable u
+UNION ALL
+SELECT 'E', e.delivery_key, d.batch_id, d.line_no, e.event_index,
+       d.received_at_raw, try_cast(d.received_at_raw AS TIMESTAMPTZ),
+       CASE WHEN e.timestamp_type = 'VARCHAR' THEN try_cast(e.timestamp AS TIMESTAMPTZ) END, coalesce(e.ev_platform, d.platform), coalesce(e.ev_app_version, d.app_version),
+       coalesce(e.ev_sdk_version, d.sdk_version), d.format, NULL, NULL, e.event_json_type,
+       e.event_id, e.event_id_type, e.event_type, e.event_type_type, e.user_id, e.user_id_type,
+       e.timestamp, e.timestamp_type, e.client_ip, e.properties, e.segment_type, e.raw
+FROM events e JOIN deliveries d USING (delivery_key)
+"""
+
+
+class _Parser:
+    """Turns a list of lines into the raw frames with one DuckDB query."""
+
+    def __init__(self) -> None:
+        self._con = duckdb.connect()
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute("SET threads = 1")
+
+    def parse(self, line_nos: list[int], keys: list[str], texts: list[str], errors: list[str | None]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        lines = pa.table(  # noqa: F841 - read by name in the SQL
+            {
+                "line_no": pa.array(line_nos, pa.int64()),
+                "delivery_key": pa.array(keys, pa.string()),
+                "line": pa.array(texts, pa.string()),
+                "decode_error": pa.array(errors, pa.string()),
+            }
+        )
+        self._con.register("lines", lines)
+        try:
+            out = self._con.sql(_PARSE_SQL).pl()
+        finally:
+            self._con.unregister("lines")
+        return _split(out)
+
+
+def _split(out: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    out = out.with_columns(
+        pl.col("platform").fill_null("unknown"),
+        pl.col("app_version").fill_null("unknown"),
+        pl.col("sdk_version").fill_null("unknown"),
+    )
+    deliveries = out.filter(pl.col("part") != "E").select(
+        [pl.col(c).cast(t) for c, t in schema.DELIVERY_SCHEMA.items()]
+    )
+    events = out.filter(pl.col("part") != "D").select([pl.col(c).cast(t) for c, t in schema.RAW_EVENT_SCHEMA.items()])
+    return deliveries, events
+
+
+def _open_lines(path: Path) -> tuple[io.BufferedReader, io.RawIOBase]:
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    head = raw.read(2)
+    raw.seek(0)
+    if head == b"\x1f\x8b":
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw)), raw  # type: ignore[arg-type]
+    return raw, raw  # type: ignore[return-value]
+
+
+class _DeliveryKeys:
+    """Content keys for lines; the n-th identical copy of a line gets its own key."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def key(self, data: bytes) -> str:
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        n = self._seen.get(digest, 0)
+        self._seen[digest] = n + 1
+        return digest if n == 0 else hashlib.blake2b(f"{digest}#{n}".encode(), digest_size=16).hexdigest()
+
+
+def iter_ndjson(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[RawChunk]:
+    """Read an NDJSON sample (plain or gzip) in chunks of ``chunk_lines`` deliveries."""
+    stream, raw = _open_lines(path)
+    parser = _Parser()
+    keys = _DeliveryKeys()
+    line_nos: list[int] = []
+    kbuf: list[str] = []
+    texts: list[str] = []
+    errors: list[str | None] = []
+
+    def flush() -> RawChunk:
+        d, e = parser.parse(line_nos, kbuf, texts, errors)
+        line_nos.clear(); kbuf.clear(); texts.clear(); errors.clear()  # noqa: E702
+        return RawChunk(d, e, raw.tell())
+
+    try:
+        line_no = 0
+        while True:
+            try:
+                data = stream.readline()
+            except (EOFError, gzip.BadGzipFile, OSError) as exc:
+                # A truncated or corrupt gzip stream: keep what was read, quarantine the rest.
+                line_no += 1
+                line_nos.append(line_no); kbuf.append(keys.key(f"truncated:{path}:{line_no}".encode()))  # noqa: E702
+                texts.append(f"<unreadable input after line {line_no - 1}: {exc}>"); errors.append("truncated_input")  # noqa: E702
+                break
+            if not data:
+                break
+            line_no += 1
+            body = data.rstrip(b"\r\n")
+            if not body.strip():
+                continue
+            line_nos.append(line_no)
+            kbuf.append(keys.key(body))
+            try:
+                texts.append(body.decode("utf-8"))
+                errors.append(None)
+            except UnicodeDecodeError:
+                texts.append(body.decode("utf-8", errors="backslashreplace"))
+                errors.append(schema.INVALID_UTF8)
+            if len(line_nos) >= chunk_lines:
+                yield flush()
+        if line_nos:
+            yield flush()
+    finally:
+        stream.close()
+        raw.close()
+
+
+_PARQUET_TO_LINES = """
+SELECT to_json({
+    'batch_id': coalesce(batch_id, 'pq-' || (row_block)::VARCHAR),
+    'received_at': received_at, 'client': {'platform': platform, 'app_version': app_version, 'sdk_version': sdk_version},
+    'events': events}) AS line
+FROM (
+    SELECT batch_id, row_block, any_value(received_at) AS received_at, any_value(platform) AS platform,
+           any_value(app_version) AS app_version, any_value(sdk_version) AS sdk_version,
+           list({'event_id': event_id, 'event_type': event_type, 'user_id': user_id, 'timestamp': timestamp,
+                 'client_ip': client_ip, 'properties': properties} ORDER BY rn) AS events, min(rn) AS first_row
+    FROM rows GROUP BY batch_id, row_block
+) ORDER BY first_row
+"""
+
+_PARQUET_COLUMNS = ("event_id", "event_type", "user_id", "timestamp", "client_ip", "properties",
+                    "batch_id", "received_at", "platform", "app_version", "sdk_version")
+
+
+def iter_parquet(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[RawChunk]:
+    """Read a flat one-event-per-row Parquet file in bounded row groups.
+
+    Rows are regrouped into deliveries by their ``batch_id`` column (or blocks of 100 rows when
+    it is absent), so the rest of the pipeline sees ordinary client batches.
+    """
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    names = set(pf.schema_arrow.names)
+    missing = {"event_id", "event_type", "user_id", "timestamp"} - names
+    if missing:
+        raise InputError(f"{path}: a flat Parquet sample needs columns {sorted(missing)}; it has {sorted(names)}")
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    parser = _Parser()
+    keys = _DeliveryKeys()
+    offset = 0
+    for batch in pf.iter_batches(batch_size=chunk_lines * _PARQUET_BATCH_ROWS):
+        tbl = pa.Table.from_batches([batch])
+        cols = {}
+        for c in _PARQUET_COLUMNS:
+            if c in names:
+                col = tbl.column(c)
+                cols[c] = col if c == "properties" else col.cast(pa.string())
+            else:
+                cols[c] = pa.nulls(tbl.num_rows, pa.string())
+        rn = pa.array(range(offset, offset + tbl.num_rows), pa.int64())
+        cols["rn"] = rn
+        cols["row_block"] = pa.array([i // _PARQUET_BATCH_ROWS for i in range(offset, offset + tbl.num_rows)], pa.int64())
+        rows = pa.table(cols)  # noqa: F841 - read by name in the SQL
+        lines = con.sql(_PARQUET_TO_LINES).fetchall()
+        texts = [t for (t,) in lines]
+        nos = list(range(offset + 1, offset + 1 + len(texts)))
+        d, e = parser.parse(nos, [keys.key(t.encode()) for t in texts], texts, [None] * len(texts))
+        offset += tbl.num_rows
+        yield RawChunk(d, e, offset)
+
+
+def iter_sample(path: str | Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[RawChunk]:
+    """Read any supported sample file in bounded chunks."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"sample {str(p)!r} does not exist or is not a file; pass an NDJSON(.gz) or Parquet file")
+    if p.suffix == ".parquet":
+        return iter_parquet(p, chunk_lines)
+    return iter_ndjson(p, chunk_lines)
+
+
+def sample_size(path: str | Path) -> int:
+    """Units in which :attr:`RawChunk.position` counts progress for ``path``."""
+    p = Path(path)
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(p).metadata.num_rows
+    return p.stat().st_size

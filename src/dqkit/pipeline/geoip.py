@@ -1,0 +1,136 @@
+"""Geo-IP lookup for IPv4 and IPv6, vectorized over a whole chunk.
+
+The default database is the IPFire Location range table shipped in ``data/geoip`` (country
+only). A MaxMind-format ``.mmdb`` (GeoLite2/GeoIP2 City or Country) may be passed instead; it
+also resolves region and city, and is read through the ``maxminddb`` reader once per distinct
+address in a chunk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from dqkit.errors import InputError
+
+_TWO64 = 1 << 64
+OUT_SCHEMA = {"client_ip": pl.String, "geo_country": pl.String, "geo_region": pl.String, "geo_city": pl.String}
+
+
+def default_geoip_dir() -> Path:
+    """Where the bundled range tables live (source checkout or installed package data)."""
+    here = Path(__file__).resolve()
+    for base in (here.parents[3] / "data" / "geoip", here.parents[1] / "data" / "geoip"):
+        if (base / "ipv4.parquet").is_file():
+            return base
+    raise InputError("the bundled geo-IP tables are missing; reinstall dqkit or pass --geoip PATH")
+
+
+def parse_ips(col: str = "client_ip") -> list[pl.Expr]:
+    """Expressions giving ``ip_family`` (4, 6 or null) and ``ip_value`` (Int128) for text addresses.
+
+    IPv4-mapped IPv6 (``::ffff:a.b.c.d``) counts as IPv4; zone ids (``%eth0``) are ignored.
+    Addresses at or above ``8000::`` (multicast, link-local) are left unresolved.
+    """
+    s = pl.col(col).str.strip_chars().str.to_lowercase().str.replace(r"%.*$", "").str.replace(r"^::ffff:(\d+\.\d+\.\d+\.\d+)$", "$1")
+    octets = s.str.split(".")
+    v4_ok = s.str.contains(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
+    v4_parts = [octets.list.get(i, null_on_oob=True).cast(pl.Int64, strict=False) for i in range(4)]
+    v4_ok = v4_ok & pl.all_horizontal([p.is_between(0, 255) for p in v4_parts])
+    v4_val = (v4_parts[0] * 16777216 + v4_parts[1] * 65536 + v4_parts[2] * 256 + v4_parts[3]).cast(pl.Int128)
+
+    has_dc = s.str.contains("::", literal=True)
+    halves = s.str.split("::")
+    head = pl.when(has_dc).then(halves.list.get(0, null_on_oob=True)).otherwise(s)
+    tail = pl.when(has_dc).then(halves.list.get(1, null_on_oob=True)).otherwise(pl.lit(""))
+    head_g = head.str.split(":").list.eval(pl.element().filter(pl.element() != ""))
+    tail_g = tail.str.split(":").list.eval(pl.element().filter(pl.element() != ""))
+    fill = 8 - head_g.list.len().cast(pl.Int64) - tail_g.list.len().cast(pl.Int64)
+    groups = pl.concat_list(head_g, pl.lit("0").repeat_by(fill.clip(lower_bound=0)), tail_g)
+    ints = groups.list.eval(pl.element().str.to_integer(base=16, strict=False))
+    v6_ok = (
+        s.str.contains(":", literal=True)
+        & (s.str.count_matches("::", literal=True) <= 1)
+        & pl.when(has_dc).then(fill >= 1).otherwise(fill == 0)
+        & groups.list.eval(pl.element().str.contains(r"^[0-9a-f]{1,4}$")).list.all()
+        & (ints.list.get(0, null_on_oob=True) < 0x8000)
+    )
+    v6_val = pl.lit(0, pl.Int128)
+    for i in range(8):
+        v6_val = v6_val * 65536 + ints.list.get(i, null_on_oob=True).cast(pl.Int128)
+    family = pl.when(v4_ok).then(pl.lit(4)).when(v6_ok.fill_null(False)).then(pl.lit(6)).otherwise(pl.lit(None)).cast(pl.Int8)
+    value = pl.when(v4_ok).then(v4_val).when(v6_ok.fill_null(False)).then(v6_val).otherwise(pl.lit(None, pl.Int128))
+    return [family.alias("ip_family"), value.alias("ip_value")]
+
+
+class RangeGeoIP:
+    """Country lookup in sorted IPv4/IPv6 range tables (``start``, ``end``, ``country``)."""
+
+    def __init__(self, directory: Path) -> None:
+        try:
+            v4 = pl.read_parquet(directory / "ipv4.parquet")
+            v6 = pl.read_parquet(directory / "ipv6.parquet")
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise InputError(f"geo-IP directory {str(directory)!r} needs ipv4.parquet and ipv6.parquet: {exc}") from exc
+        self.v4 = v4.select(
+            pl.col("start").cast(pl.Int128), pl.col("end").cast(pl.Int128), "country"
+        ).sort("start")
+        self.v6 = v6.select(
+            start=pl.col("start_hi").cast(pl.Int128) * _TWO64 + pl.col("start_lo").cast(pl.Int128),
+            end=pl.col("end_hi").cast(pl.Int128) * _TWO64 + pl.col("end_lo").cast(pl.Int128),
+            country=pl.col("country"),
+        ).sort("start")
+
+    def lookup(self, ips: pl.Series) -> pl.DataFrame:
+        addrs = pl.DataFrame({"client_ip": ips.unique().drop_nulls()}).with_columns(parse_ips())
+        found = []
+        for family, table in ((4, self.v4), (6, self.v6)):
+            part = addrs.filter(pl.col("ip_family") == family).sort("ip_value")
+            hit = part.join_asof(table, left_on="ip_value", right_on="start", strategy="backward")
+            found.append(hit.select("client_ip", geo_country=pl.when(pl.col("ip_value") <= pl.col("end")).then(pl.col("country"))))
+        resolved = pl.concat(found)
+        return addrs.select("client_ip").join(resolved, on="client_ip", how="left").with_columns(
+            geo_region=pl.lit(None, pl.String), geo_city=pl.lit(None, pl.String)
+        ).select(list(OUT_SCHEMA))
+
+
+class MaxMindGeoIP:
+    """Lookup in a MaxMind-format database through the maintained ``maxminddb`` reader."""
+
+    def __init__(self, path: Path) -> None:
+        import maxminddb
+
+        try:
+            self.reader = maxminddb.open_database(str(path))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{str(path)!r} is not a readable MaxMind DB (.mmdb) file: {exc}") from exc
+
+    def lookup(self, ips: pl.Series) -> pl.DataFrame:
+        rows = []
+        for ip in ips.unique().drop_nulls().to_list():  # once per distinct address, not per event
+            try:
+                rec = self.reader.get(ip)
+            except ValueError:
+                rec = None
+            rec = rec if isinstance(rec, dict) else {}
+            subs = rec.get("subdivisions") or [{}]
+            rows.append((
+                ip,
+                (rec.get("country") or {}).get("iso_code"),
+                subs[0].get("iso_code"),
+                ((rec.get("city") or {}).get("names") or {}).get("en"),
+            ))
+        return pl.DataFrame(rows, schema=OUT_SCHEMA, orient="row")
+
+
+def open_geoip(path: str | Path | None = None) -> RangeGeoIP | MaxMindGeoIP:
+    """The bundled range tables, a directory of them, or a ``.mmdb`` file."""
+    if path is None:
+        return RangeGeoIP(default_geoip_dir())
+    p = Path(path)
+    if p.is_dir():
+        return RangeGeoIP(p)
+    if p.is_file():
+        return MaxMindGeoIP(p)
+    raise InputError(f"--geoip {str(p)!r} does not exist; pass a .mmdb file or a directory with ipv4.parquet and ipv6.parquet")

@@ -1,0 +1,503 @@
+"""Replay an event sample through the traced pipeline into the warehouse.
+
+Per chunk of deliveries: validate → deduplicate → publish → (queue) → enrich → load, each a
+vectorized step over the whole chunk, then the chunk's spans are written and its warehouse
+transaction committed. Deliveries the warehouse already holds are skipped, so re-running a
+sample (or resuming after a crash) changes no count.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from dqkit.events import readers
+from dqkit.events import schema as sch
+from dqkit.pipeline import clock, spans
+from dqkit.pipeline.dedup import Deduplicator
+from dqkit.pipeline.geoip import open_geoip
+from dqkit.pipeline.metrics import PipelineMetrics
+from dqkit.pipeline.profiles import ProfileStore, read_profiles
+from dqkit.pipeline.queue import EmbeddedQueue, Queue
+from dqkit.pipeline.sessions import SessionStitcher
+from dqkit.pipeline.validate import validate
+from dqkit.pipeline.warehouse import (
+    DELIVERY_COLUMNS, LOAD_AUDIT_COLUMNS, REJECTED_COLUMNS, InsertOutcome, Warehouse, _InsertAborted, table_for,
+)
+from dqkit.telemetry import SCOPE, Telemetry, TelemetryConfig, TelemetryStats
+
+STAGES = ("read", "validate", "dedup", "publish", "enrich.user_profile", "enrich.geo_ip", "enrich.session",
+          "warehouse.partition", "warehouse.insert", "telemetry")
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Settings of one replay."""
+
+    chunk_lines: int = readers.DEFAULT_CHUNK_LINES
+    """Deliveries (lines) processed together; bounds memory."""
+    load_interval_s: float = 60.0
+    """Warehouse load cadence on the replay clock."""
+    dedup_window: timedelta = timedelta(days=7)
+    """How long an event id is remembered for deduplication."""
+    limits: sch.ValidationLimits = field(default_factory=sch.ValidationLimits)
+    insert_attempts: int = 3
+    """Attempts per table insert before its rows are dead-lettered."""
+    insert_fault: Callable[[str, int], str | None] | None = None
+    """Injected insert failures: ``(table, attempt) -> error text or None``."""
+
+
+@dataclass
+class Ledger:
+    """Where every received event went (DESIGN section 6)."""
+
+    received: int = 0
+    loaded: int = 0
+    invalid: int = 0
+    duplicate: int = 0
+    dead_lettered: int = 0
+    in_flight: int = 0
+
+    def add(self, other: dict[str, int]) -> None:
+        for k in ("received", "loaded", "invalid", "duplicate", "dead_lettered", "in_flight"):
+            setattr(self, k, getattr(self, k) + int(other.get(k, 0)))
+
+    @property
+    def unaccounted(self) -> int:
+        return self.received - (self.loaded + self.invalid + self.duplicate + self.dead_lettered + self.in_flight)
+
+
+@dataclass
+class ReplayResult:
+    run_id: str
+    warehouse: Path
+    telemetry_dir: Path | None
+    ledger: Ledger
+    skipped_deliveries: int
+    skipped_events: int
+    deliveries: int
+    seconds: float
+    stage_seconds: dict[str, float]
+    telemetry: TelemetryStats
+
+    @property
+    def events_per_second(self) -> float:
+        return self.ledger.received / self.seconds if self.seconds else 0.0
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.total: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self.last: dict[str, float] = {}
+
+    def __call__(self, stage: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                dt = time.perf_counter() - self.t
+                timer.last[stage] = timer.last.get(stage, 0.0) + dt
+                timer.total[stage] += dt
+
+        return _Ctx()
+
+
+def _rejects(frame: pl.DataFrame, stage: str, run_id: str) -> pl.DataFrame:
+    cols = []
+    for c, _ in REJECTED_COLUMNS.items():
+        if c == "stage":
+            cols.append(pl.lit(stage).alias(c))
+        elif c == "run_id":
+            cols.append(pl.lit(run_id).alias(c))
+        elif c in frame.columns:
+            cols.append(pl.col(c))
+        else:
+            cols.append(pl.lit(None, pl.String).alias(c))
+    out = frame.select(cols)
+    return out.with_columns(pl.col("received_at", "event_ts").cast(pl.Datetime("us", "UTC")))
+
+
+class Replay:
+    """One replay of samples into a warehouse; use :func:`replay` for the common case."""
+
+    def __init__(
+        self,
+        warehouse: str | Path,
+        telemetry: TelemetryConfig | str | Path | None,
+        profiles: str | Path | pl.DataFrame | None = None,
+        geoip: str | Path | None = None,
+        config: ReplayConfig | None = None,
+        queue: Queue | None = None,
+    ) -> None:
+        self.config = config or ReplayConfig()
+        self.run_id = uuid.uuid4().hex[:16]
+        self.wh = Warehouse(warehouse)
+        tcfg = telemetry if isinstance(telemetry, TelemetryConfig) else TelemetryConfig.from_env(telemetry)
+        self.tcfg = TelemetryConfig(
+            out_dir=tcfg.out_dir, resource={**tcfg.resource, "dqkit.clock": "replay"},
+            otlp_traces=tcfg.otlp_traces, otlp_metrics=tcfg.otlp_metrics, protocol=tcfg.protocol,
+            shutdown_timeout_s=tcfg.shutdown_timeout_s,
+        )
+        self.telemetry = Telemetry(self.tcfg)
+        prof = profiles if isinstance(profiles, pl.DataFrame) or profiles is None else read_profiles(profiles)
+        self.profiles = ProfileStore(prof)
+        self.geo = open_geoip(geoip)
+        self.queue: Queue = queue or EmbeddedQueue()
+        self.dedup = Deduplicator(window=self.config.dedup_window, seen=self.wh.read(
+            "SELECT event_id, batch_id, trace_id, received_at FROM dedup_state"
+        ).cast({"received_at": pl.Datetime("us", "UTC")}))
+        self.sessions = SessionStitcher(state=self.wh.read(
+            "SELECT user_id, last_ts, session_id, session_events FROM session_state"
+        ).cast({"last_ts": pl.Datetime("us", "UTC")}))
+        self.metrics = PipelineMetrics()
+        self.ledger = Ledger()
+        self.timer = _Timer()
+        self.watermark_ns: int | None = None
+        self.skipped_deliveries = 0
+        self.skipped_events = 0
+        self.deliveries = 0
+        self.started = datetime.now(UTC)
+
+    # ------------------------------------------------------------------------------------
+    def process(self, chunk: readers.RawChunk) -> dict[str, int]:
+        """Run one chunk through every stage and commit it; returns its ledger counts."""
+        self.timer.last = {}
+        known = self.wh.known_deliveries(chunk.deliveries.get_column("delivery_key").to_list())
+        if known:
+            skipped = chunk.deliveries.filter(pl.col("delivery_key").is_in(list(known)))
+            self.skipped_deliveries += skipped.height
+            self.skipped_events += int(skipped.get_column("event_count").sum())
+            chunk = readers.RawChunk(
+                chunk.deliveries.filter(~pl.col("delivery_key").is_in(list(known))),
+                chunk.events.filter(~pl.col("delivery_key").is_in(list(known))),
+                chunk.position,
+            )
+        if chunk.deliveries.is_empty():
+            return {}
+        ids = spans.delivery_ids(chunk.deliveries.get_column("delivery_key").to_list())
+        deliveries = chunk.deliveries.sort("line_no").join(ids, on="delivery_key", how="left")
+        deliveries = deliveries.with_columns(clock.entry_times(deliveries, self.watermark_ns))
+        events = chunk.events.join(deliveries.select("delivery_key", "trace_id"), on="delivery_key", how="left")
+        total_events = max(int(deliveries.get_column("event_count").sum()), 1)
+
+        with self.timer("validate"):
+            v = validate(events, deliveries, self.config.limits)
+        with self.timer("dedup"):
+            dd = self.dedup.run(v.valid, deliveries)
+        d = deliveries.join(v.per_delivery, on="delivery_key", how="left").join(dd.per_delivery, on="delivery_key", how="left")
+
+        with self.timer("publish"):
+            headers = d.select("delivery_key", traceparent=pl.format("00-{}-{}-01", pl.col("trace_id"), pl.col("sid_publish")))
+            pub = self.queue.publish(dd.unique, headers)
+        d = d.join(pub, on="delivery_key", how="left")
+        msg = self.queue.consume()
+        consumed = msg.events if msg is not None else dd.unique.clear()
+        if msg is not None:
+            ctx = msg.headers.select(
+                "delivery_key",
+                ctx_trace=pl.col("traceparent").str.split("-").list.get(1),
+                ctx_parent=pl.col("traceparent").str.split("-").list.get(2),
+            )
+            d = d.join(ctx, on="delivery_key", how="left")
+        else:
+            d = d.with_columns(ctx_trace=pl.col("trace_id"), ctx_parent=pl.col("sid_publish"))
+
+        with self.timer("enrich.user_profile"):
+            enriched = self.profiles.enrich(consumed)
+        with self.timer("enrich.geo_ip"):
+            geo = self.geo.lookup(enriched.get_column("client_ip"))
+            enriched = enriched.join(geo, on="client_ip", how="left")
+        with self.timer("enrich.session"):
+            enriched, session_changes = self.sessions.stitch(enriched)
+
+        # Replay clock: each batch's own timeline through the stages.
+        published_events = max(consumed.height, 1)
+        t = self.timer.last
+        share_in = pl.col("event_count") / total_events
+        share_pub = pl.col("published_n") / published_events
+        per_batch = enriched.group_by("delivery_key").agg(
+            profile_hits=pl.col("profile_cache_hit").sum().cast(pl.Int64),
+            profile_misses=(~pl.col("profile_cache_hit")).sum().cast(pl.Int64),
+            profile_missing=pl.col("profile_missing").sum().cast(pl.Int64),
+            geo_resolved=pl.col("geo_country").is_not_null().sum().cast(pl.Int64),
+            sessions_new=pl.col("session_is_new").sum().cast(pl.Int64),
+            event_types=pl.col("event_type").unique().sort().str.join(","),
+        )
+        d = d.join(per_batch, on="delivery_key", how="left").with_columns(
+            pl.col("profile_hits", "profile_misses", "profile_missing", "geo_resolved", "sessions_new").fill_null(0),
+            received=pl.col("event_count"),
+            invalid=pl.col("invalid_count"),
+            duplicate=pl.col("duplicates_removed"),
+            published=pl.col("queue_published"),
+            published_n=pl.col("queue_published"),
+        )
+        d = d.with_columns(t_validated=pl.col("t_enter") + clock.amortized(t.get("validate", 0), share_in))
+        d = d.with_columns(t_deduped=pl.col("t_validated") + clock.amortized(t.get("dedup", 0), share_in))
+        d = d.with_columns(t_published=pl.col("t_deduped") + clock.amortized(t.get("publish", 0), share_in))
+        d = d.with_columns(t_consumed=pl.col("t_published"))
+        d = d.with_columns(t_profiled=pl.col("t_consumed") + clock.amortized(t.get("enrich.user_profile", 0), share_pub))
+        d = d.with_columns(t_geo=pl.col("t_profiled") + clock.amortized(t.get("enrich.geo_ip", 0), share_pub))
+        d = d.with_columns(t_enriched=pl.col("t_geo") + clock.amortized(t.get("enrich.session", 0), share_pub))
+        d = d.with_columns(t_load=clock.next_load(pl.col("t_enriched"), self.config.load_interval_s))
+
+        with self.timer("warehouse.partition"):
+            rows = enriched.join(d.select("delivery_key", "t_load"), on="delivery_key", how="left").with_columns(
+                loaded_at=pl.from_epoch(pl.col("t_load"), time_unit="ns").dt.cast_time_unit("us").dt.replace_time_zone("UTC"),
+                table=pl.lit("events_") + pl.col("event_type"),
+            )
+            parts = rows.partition_by("table", as_dict=True)
+        committed = self._write(chunk, d, v, dd, rows, parts, session_changes)
+        max_recv = deliveries.get_column("t_enter").max()
+        if max_recv is not None:
+            self.watermark_ns = max(self.watermark_ns or 0, int(max_recv))
+        self.deliveries += d.height
+        return committed
+
+    # ------------------------------------------------------------------------------------
+    def _write(self, chunk, d, v, dd, rows, parts, session_changes) -> dict[str, int]:
+        """Insert (with retries), build spans and metrics, then commit — redoing the chunk
+        without a table whose insert hit a real database error."""
+        real_errors: dict[str, tuple[int, str]] = {}  # table -> (aborted attempts, last error)
+        attempts = self.config.insert_attempts
+        while True:
+            self.wh.begin()
+            try:
+                outcomes = {}
+                with self.timer("warehouse.insert"):
+                    for (table,), frame in sorted(parts.items()):
+                        name = table_for(table.removeprefix("events_"))
+                        used, err = real_errors.get(name, (0, None))
+                        if used >= attempts:
+                            outcomes[name] = InsertOutcome(name, frame.height, False, used, 0.0, err)
+                            continue
+                        o = self.wh.insert_events(name, frame, attempts=attempts - used, fail=self.config.insert_fault)
+                        o.attempts += used
+                        outcomes[name] = o
+                break
+            except _InsertAborted as exc:
+                # DuckDB aborted the transaction: redo the chunk, counting the attempt.
+                self.wh.rollback()
+                used, _ = real_errors.get(exc.table, (0, None))
+                real_errors[exc.table] = (used + 1, exc.error)
+            except BaseException:
+                self.wh.rollback()
+                raise
+
+        try:
+            result = self._finish(chunk, d, v, dd, rows, outcomes, session_changes)
+            self.wh.commit()
+        except BaseException:
+            self.wh.rollback()
+            raise
+        return result
+
+    def _finish(self, chunk, d, v, dd, rows, outcomes, session_changes) -> dict[str, int]:
+        run_id = self.run_id
+        failed_tables = [t for t, o in outcomes.items() if not o.success]
+        rows = rows.with_columns(landed=~pl.col("table").is_in(failed_tables))
+        dead = rows.filter(~pl.col("landed"))
+        rejected = [_rejects(v.rejected, "validate", run_id), _rejects(dd.duplicates.with_columns(
+            reason=pl.lit(sch.DUPLICATE), detail=pl.format("event_id already seen in batch {}", pl.col("duplicate_of_batch"))
+        ), "dedup", run_id)]
+        if not dead.is_empty():
+            errors = pl.DataFrame({"table": list(outcomes), "detail": [o.error for o in outcomes.values()]})
+            rejected.append(_rejects(dead.join(errors, on="table", how="left").with_columns(reason=pl.lit(sch.INSERT_FAILED)),
+                                     "warehouse.insert", run_id))
+        self.wh.append("rejected_events", pl.concat(rejected, how="vertical_relaxed"), REJECTED_COLUMNS)
+
+        per_batch_load = rows.group_by("delivery_key").agg(
+            loaded=pl.col("landed").sum().cast(pl.Int64), dead_lettered=(~pl.col("landed")).sum().cast(pl.Int64)
+        )
+        d = d.join(per_batch_load, on="delivery_key", how="left").with_columns(
+            pl.col("loaded", "dead_lettered").fill_null(0), in_flight=pl.lit(0, pl.Int64), run_id=pl.lit(run_id)
+        )
+        self.wh.append("deliveries", d, DELIVERY_COLUMNS)
+        self.wh.append("dedup_state", dd.new_ids, {"event_id": "", "batch_id": "", "trace_id": "", "received_at": ""})
+        self.wh.upsert_sessions(session_changes)
+
+        with self.timer("telemetry"):
+            load_frames = self._load_telemetry(d, rows, outcomes)
+            self.wh.append("load_audit", load_frames[3], LOAD_AUDIT_COLUMNS)
+            span_frame = pl.concat([
+                spans.ingest_spans(d, self.queue.system, self.queue.topic),
+                spans.enrich_spans(d, self.queue.topic),
+                spans.load_spans(*load_frames[:3]),
+            ])
+            self.telemetry.emit_spans(span_frame)
+            self._record_metrics(d, rows, v, dd)
+
+        totals = d.select(pl.col("received", "loaded", "invalid", "duplicate", "dead_lettered", "in_flight").sum()).row(0, named=True)
+        self.ledger.add(totals)
+        return totals
+
+    def _load_telemetry(self, d: pl.DataFrame, rows: pl.DataFrame, outcomes: dict) -> tuple[pl.DataFrame, ...]:
+        """Loads (one per cadence tick in this chunk), their table inserts and batch links."""
+        if rows.is_empty():
+            empty = pl.DataFrame()
+            return (pl.DataFrame(schema={"load_trace": pl.String, "load_sid": pl.String, "part_sid": pl.String,
+                                         "t_load": pl.Int64, "t_part_end": pl.Int64, "t_load_end": pl.Int64,
+                                         "rows": pl.Int64, "loaded": pl.Int64, "dead_lettered": pl.Int64,
+                                         "partitions": pl.Int64, "batches": pl.Int64}),
+                    pl.DataFrame(schema={"load_trace": pl.String, "load_sid": pl.String, "insert_sid": pl.String,
+                                         "table": pl.String, "rows": pl.Int64, "success": pl.Boolean,
+                                         "attempts": pl.Int64, "duration_ms": pl.Float64, "t_start": pl.Int64,
+                                         "t_end": pl.Int64, "error": pl.String}),
+                    pl.DataFrame(schema={"insert_sid": pl.String, "ctx_trace": pl.String, "sid_enrich": pl.String,
+                                         "batch_id": pl.String, "rows": pl.Int64}),
+                    empty.select([pl.lit(None).alias(c) for c in LOAD_AUDIT_COLUMNS]).clear())
+        t = self.timer.last
+        total_rows = rows.height
+        out = pl.DataFrame({
+            "table": list(outcomes),
+            "success": [o.success for o in outcomes.values()],
+            "attempts": [o.attempts for o in outcomes.values()],
+            "table_ms": [o.duration_ms for o in outcomes.values()],
+            "table_rows": [o.rows for o in outcomes.values()],
+            "error": [o.error for o in outcomes.values()],
+        }, schema_overrides={"error": pl.String})
+        per = (
+            rows.group_by("t_load", "table", "delivery_key", "batch_id")
+            .agg(rows=pl.len().cast(pl.Int64))
+            .join(d.select("delivery_key", "ctx_trace", "sid_enrich", "trace_id"), on="delivery_key", how="left")
+        )
+        loads = per.group_by("t_load").agg(
+            first_key=pl.col("delivery_key").min(), rows=pl.col("rows").sum(), partitions=pl.col("table").n_unique().cast(pl.Int64),
+            batches=pl.col("delivery_key").n_unique().cast(pl.Int64),
+        ).sort("t_load")
+        ids = spans.load_ids([f"{r[0]}:{r[1]}" for r in loads.select("t_load", "first_key").iter_rows()])
+        loads = loads.with_columns(
+            load_trace=pl.Series([x[0] for x in ids]), load_sid=pl.Series([x[1] for x in ids]),
+            part_sid=pl.Series([x[2] for x in ids]),
+        )
+        inserts = (
+            per.group_by("t_load", "table").agg(rows=pl.col("rows").sum(), batch_ids=pl.col("batch_id").unique().sort(),
+                                                trace_ids=pl.col("trace_id").unique().sort())
+            .join(out, on="table", how="left")
+            .join(loads.select("t_load", "load_trace", "load_sid", "rows", "partitions").rename({"rows": "load_rows"}), on="t_load")
+            .sort("t_load", "table")
+            .with_columns(
+                duration_ms=pl.col("table_ms") * pl.col("rows") / pl.col("table_rows"),
+                part_ns=clock.amortized(t.get("warehouse.partition", 0), pl.col("load_rows") / total_rows),
+            )
+        )
+        inserts = inserts.with_columns(
+            insert_sid=pl.Series([spans.insert_span_id(f"{a}:{b}") for a, b in inserts.select("load_sid", "table").iter_rows()]),
+            dur_ns=pl.max_horizontal((pl.col("duration_ms") * 1e6).round().cast(pl.Int64), pl.lit(clock.MIN_STAGE_NS)),
+        ).with_columns(
+            t_end=pl.col("t_load") + pl.col("part_ns") + pl.col("dur_ns").cum_sum().over("t_load"),
+        ).with_columns(t_start=pl.col("t_end") - pl.col("dur_ns"))
+        loads = loads.join(
+            inserts.group_by("t_load").agg(
+                t_load_end=pl.col("t_end").max(), part_ns=pl.col("part_ns").first(),
+                loaded=pl.when(pl.col("success")).then(pl.col("rows")).otherwise(0).sum(),
+                dead_lettered=pl.when(pl.col("success")).then(0).otherwise(pl.col("rows")).sum(),
+            ), on="t_load",
+        ).with_columns(t_part_end=pl.col("t_load") + pl.col("part_ns"))
+        links = per.join(inserts.select("t_load", "table", "insert_sid"), on=["t_load", "table"])
+        ts = lambda c: pl.from_epoch(pl.col(c), time_unit="ns").dt.replace_time_zone("UTC")  # noqa: E731
+        audit = inserts.select(
+            load_id=pl.col("load_sid"), table_name=pl.col("table"), row_count=pl.col("rows"), success=pl.col("success"),
+            attempts=pl.col("attempts").cast(pl.Int32), duration_ms=pl.col("duration_ms"), started_at=ts("t_start"),
+            loaded_at=ts("t_load"), batch_ids=pl.col("batch_ids"), trace_ids=pl.col("trace_ids"),
+            load_trace_id=pl.col("load_trace"), span_id=pl.col("insert_sid"), error=pl.col("error"), run_id=pl.lit(self.run_id),
+        )
+        return loads, inserts, links, audit
+
+    def _record_metrics(self, d: pl.DataFrame, rows: pl.DataFrame, v, dd) -> None:
+        m = self.metrics
+        if not m.start_ns:
+            m.start_ns = int(d.get_column("t_enter").min())
+        m.add("analytics.events.ingested", d, ["platform"], "published")
+        rej = pl.concat([
+            v.rejected.select("platform", "reason", stage=pl.lit("validate")),
+            dd.duplicates.select("platform", reason=pl.lit(sch.DUPLICATE), stage=pl.lit("dedup")),
+        ]).with_columns(n=pl.lit(1))
+        if not rej.is_empty():
+            m.add("analytics.events.rejected", rej.rename({"platform": "client.platform", "reason": "rejection.reason",
+                                                            "stage": "rejection.stage"}),
+                  ["client.platform", "rejection.stage", "rejection.reason"], "n")
+        m.record("analytics.ingestion.batch_size", d.rename({"platform": "client.platform"}), ["client.platform"], "received")
+        enr = d.filter(pl.col("published") > 0).with_columns(
+            ms=(pl.col("t_enriched") - pl.col("t_consumed")) / 1e6 / pl.col("published")
+        )
+        m.record("analytics.enrichment.latency_ms", enr, [], "ms", weight="published")
+        landed = rows.filter(pl.col("landed")).with_columns(
+            lag=(pl.col("loaded_at") - pl.col("event_ts")).dt.total_milliseconds() / 1000.0
+        )
+        m.record("analytics.pipeline.lag_seconds", landed.rename({"event_type": "event.type"}), ["event.type"], "lag")
+
+    # ------------------------------------------------------------------------------------
+    def close(self, sample: str = "") -> ReplayResult:
+        """Export the final metrics, prune state past its window, record the run."""
+        if self.metrics.start_ns:
+            self.telemetry.emit_metrics(self.metrics.snapshot(self.watermark_ns or self.metrics.start_ns,
+                                                              dict(self.tcfg.resource), SCOPE))
+        stats = self.telemetry.close()
+        if self.watermark_ns is not None:
+            cutoff = datetime.fromtimestamp(self.watermark_ns / 1e9, UTC) - self.config.dedup_window
+            self.wh.con.execute("DELETE FROM dedup_state WHERE received_at < ?", [cutoff])
+        finished = datetime.now(UTC)
+        lg = self.ledger
+        self.wh.con.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [self.run_id, sample, self.started, finished, lg.received, lg.loaded, lg.invalid, lg.duplicate,
+             lg.dead_lettered, lg.in_flight, self.skipped_deliveries, ""],
+        )
+        self.wh.con.execute("CHECKPOINT")
+        self.wh.close()
+        return ReplayResult(
+            run_id=self.run_id, warehouse=self.wh.path, telemetry_dir=self.tcfg.out_dir, ledger=lg,
+            skipped_deliveries=self.skipped_deliveries, skipped_events=self.skipped_events, deliveries=self.deliveries,
+            seconds=(finished - self.started).total_seconds(), stage_seconds=dict(self.timer.total), telemetry=stats,
+        )
+
+
+def replay(
+    sample: str | Path,
+    warehouse: str | Path,
+    telemetry: TelemetryConfig | str | Path | None,
+    profiles: str | Path | pl.DataFrame | None = None,
+    geoip: str | Path | None = None,
+    config: ReplayConfig | None = None,
+    progress: Callable[[int, Ledger], None] | None = None,
+) -> ReplayResult:
+    """Replay ``sample`` into the DuckDB file ``warehouse``, writing OTLP/JSON telemetry.
+
+    Args:
+        sample: NDJSON (optionally gzip) of native or Segment batches, or flat Parquet.
+        warehouse: DuckDB file; created when missing. Re-running a sample changes no count.
+        telemetry: folder for ``traces.jsonl``/``metrics.jsonl`` (or a :class:`TelemetryConfig`).
+        profiles: user profiles (CSV/Parquet with ``user_id, country, segment, signup_date``).
+        geoip: a ``.mmdb`` file or a directory of range tables; the bundled tables by default.
+        config: chunking, load cadence, limits and injected faults.
+        progress: called after each chunk with the input position and the running ledger.
+    """
+    cfg = config or ReplayConfig()
+    run = Replay(warehouse, telemetry, profiles, geoip, cfg)
+    try:
+        t0 = time.perf_counter()
+        it = iter(readers.iter_sample(sample, cfg.chunk_lines))
+        while True:
+            t = time.perf_counter()
+            chunk = next(it, None)
+            run.timer.total["read"] += time.perf_counter() - t
+            if chunk is None:
+                break
+            run.process(chunk)
+            if progress:
+                progress(chunk.position, run.ledger)
+        del t0
+    except BaseException:
+        run.telemetry.close()
+        run.wh.close()
+        raise
+    return run.close(str(sample))

@@ -1,0 +1,163 @@
+"""The reference design's spans, built column-wise for every batch of a chunk at once.
+
+One trace per delivery (client batch): ``analytics.ingest_batch`` with validate, dedup and
+publish children; the consumer's ``analytics.enrich`` continues it from the message's
+``traceparent``; each warehouse load is its own trace whose insert spans link back to every
+batch they carried, with that batch's row count on the link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import polars as pl
+
+from dqkit.otlp_json import (
+    EVENT, KIND_CONSUMER, KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, LINK, attrs, b, conform, i, s,
+)
+
+INGEST_SPANS = ("ingest", "validate", "dedup", "publish", "enrich", "profile", "geo", "session")
+
+
+def delivery_ids(keys: list[str]) -> pl.DataFrame:
+    """Deterministic trace and span ids for deliveries (a replay of the same input gets the same ids)."""
+    traces, spans = [], {n: [] for n in INGEST_SPANS}
+    for k in keys:
+        traces.append(hashlib.blake2b(k.encode(), digest_size=16, person=b"dqkit.trace").hexdigest())
+        digest = hashlib.blake2b(k.encode(), digest_size=64, person=b"dqkit.spans").hexdigest()
+        for n, name in enumerate(INGEST_SPANS):
+            spans[name].append(digest[n * 16:(n + 1) * 16])
+    return pl.DataFrame({"delivery_key": keys, "trace_id": traces, **{f"sid_{n}": v for n, v in spans.items()}})
+
+
+def load_ids(keys: list[str]) -> list[tuple[str, str, str]]:
+    """(trace id, load span id, partition span id) for warehouse loads keyed by text."""
+    out = []
+    for k in keys:
+        h = hashlib.blake2b(k.encode(), digest_size=32, person=b"dqkit.load").hexdigest()
+        out.append((h[:32], h[32:48], h[48:64]))
+    return out
+
+
+def insert_span_id(key: str) -> str:
+    return hashlib.blake2b(key.encode(), digest_size=8, person=b"dqkit.insert").hexdigest()
+
+
+def _span(name: str, trace: str, sid: str, parent: str | None, start: str, end: str, kind: int, *items: pl.Expr) -> list[pl.Expr]:
+    return [
+        pl.col(trace).alias("trace_id"), pl.col(sid).alias("span_id"),
+        (pl.col(parent) if parent else pl.lit(None, pl.String)).alias("parent_span_id"),
+        pl.lit(name).alias("name"), pl.lit(kind, pl.Int32).alias("kind"),
+        pl.col(start).alias("start_ns"), pl.col(end).alias("end_ns"), attrs(*items),
+    ]
+
+
+def ingest_spans(d: pl.DataFrame, queue_system: str, topic: str) -> pl.DataFrame:
+    """Spans of the ingest side for every delivery in ``d`` (see ``run._deliveries_frame``)."""
+    client = (
+        s("client.platform", pl.col("platform")), s("client.app_version", pl.col("app_version")),
+        s("client.sdk_version", pl.col("sdk_version")),
+    )
+    ingest = d.select(_span(
+        "analytics.ingest_batch", "trace_id", "sid_ingest", None, "t_enter", "t_published", KIND_SERVER,
+        s("batch.id", pl.col("batch_id")), i("batch.event_count", pl.col("received")), *client,
+        i("ingestion.accepted", pl.col("published")),
+        i("ingestion.rejected", pl.col("invalid") + pl.col("duplicate")),
+        i("ingestion.rejected_invalid", pl.col("invalid")),
+        i("ingestion.rejected_duplicate", pl.col("duplicate")),
+        s("dqkit.input.format", pl.col("format")), b("dqkit.clock.inferred", pl.col("received_at").is_null()),
+    ))
+    failures = pl.when(pl.col("invalid") > 0).then(pl.concat_list(pl.struct(
+        name=pl.lit("schema_validation_failures"), time_ns=pl.col("t_validated"),
+        attrs=attrs(i("invalid_count", pl.col("invalid")), s("sample_errors", pl.col("sample_errors"))),
+    ).cast(EVENT))).otherwise(pl.lit([], pl.List(EVENT)))
+    validate = d.select(
+        *_span("analytics.validate_batch", "trace_id", "sid_validate", "sid_ingest", "t_enter", "t_validated", KIND_INTERNAL,
+               i("validation.valid_count", pl.col("received") - pl.col("invalid")),
+               i("validation.invalid_count", pl.col("invalid"))),
+        failures.alias("events"),
+    )
+    dedup = d.select(_span(
+        "analytics.deduplicate", "trace_id", "sid_dedup", "sid_ingest", "t_validated", "t_deduped", KIND_INTERNAL,
+        i("dedup.input_count", pl.col("received") - pl.col("invalid")),
+        i("dedup.duplicates_removed", pl.col("duplicate")),
+        i("dedup.output_count", pl.col("published")),
+    ))
+    publish = d.select(_span(
+        "analytics.publish_to_queue", "trace_id", "sid_publish", "sid_ingest", "t_deduped", "t_published", KIND_PRODUCER,
+        s("queue.system", queue_system), s("queue.topic", topic),
+        i("queue.partition_count", pl.col("queue_partitions")), i("queue.events_published", pl.col("published")),
+        s("messaging.system", queue_system), s("messaging.destination.name", topic),
+        s("messaging.operation.type", "publish"),
+    ))
+    return pl.concat([conform(x) for x in (ingest, validate, dedup, publish)])
+
+
+def enrich_spans(d: pl.DataFrame, topic: str) -> pl.DataFrame:
+    """Consumer-side spans for deliveries that published events. ``d`` carries the trace
+    context parsed from each message's ``traceparent`` (``ctx_trace``, ``ctx_parent``)."""
+    d = d.filter(pl.col("published") > 0)
+    enrich = d.select(_span(
+        "analytics.enrich", "ctx_trace", "sid_enrich", "ctx_parent", "t_consumed", "t_enriched", KIND_CONSUMER,
+        s("event.type", pl.col("event_types")), i("event.count", pl.col("published")),
+        s("messaging.destination.name", topic), s("messaging.operation.type", "process"),
+    ))
+    profile = d.select(_span(
+        "analytics.enrich.user_profile", "ctx_trace", "sid_profile", "sid_enrich", "t_consumed", "t_profiled", KIND_INTERNAL,
+        i("profile.cache_hit", pl.col("profile_hits")), i("profile.cache_miss", pl.col("profile_misses")),
+        i("profile.missing", pl.col("profile_missing")),
+    ))
+    geo = d.select(_span(
+        "analytics.enrich.geo_ip", "ctx_trace", "sid_geo", "sid_enrich", "t_profiled", "t_geo", KIND_INTERNAL,
+        i("geo.resolved", pl.col("geo_resolved")), i("geo.unresolved", pl.col("published") - pl.col("geo_resolved")),
+    ))
+    session = d.select(_span(
+        "analytics.enrich.session", "ctx_trace", "sid_session", "sid_enrich", "t_geo", "t_enriched", KIND_INTERNAL,
+        i("session.is_new", pl.col("sessions_new")), i("session.event_count", pl.col("published")),
+    ))
+    return pl.concat([conform(x) for x in (enrich, profile, geo, session)])
+
+
+def load_spans(loads: pl.DataFrame, inserts: pl.DataFrame, links: pl.DataFrame) -> pl.DataFrame:
+    """Spans of warehouse loads.
+
+    ``loads``: one row per load (``load_trace, load_sid, part_sid, t_load, t_part_end, t_load_end,
+    rows, loaded, dead_lettered, partitions``); ``inserts``: one row per table insert
+    (``load_trace, load_sid, insert_sid, table, rows, success, attempts, duration_ms, t_start,
+    t_end, error``); ``links``: one row per (insert, delivery) (``insert_sid, ctx_trace,
+    sid_enrich, batch_id, rows``).
+    """
+    link_attrs = attrs(s("batch.id", pl.col("batch_id")), i("insert.row_count", pl.col("rows")))
+    per_insert = links.group_by("insert_sid").agg(
+        pl.struct(trace_id=pl.col("ctx_trace"), span_id=pl.col("sid_enrich"), attrs=link_attrs).cast(LINK).alias("links")
+    )
+    per_load = (
+        links.join(inserts.select("insert_sid", "load_sid"), on="insert_sid")
+        .unique(["load_sid", "ctx_trace"]).sort("load_sid", "batch_id")
+        .group_by("load_sid").agg(
+            pl.struct(trace_id=pl.col("ctx_trace"), span_id=pl.col("sid_enrich"),
+                      attrs=attrs(s("batch.id", pl.col("batch_id")))).cast(LINK).alias("links")
+        )
+    )
+    load = loads.join(per_load, on="load_sid", how="left").select(
+        *_span("analytics.warehouse_load", "load_trace", "load_sid", None, "t_load", "t_load_end", KIND_INTERNAL,
+               i("batch.event_count", pl.col("rows")), i("warehouse.total_loaded", pl.col("loaded")),
+               i("warehouse.dead_lettered", pl.col("dead_lettered")), i("batch.count", pl.col("batches"))),
+        pl.col("links"),
+    )
+    part = loads.select(_span(
+        "analytics.warehouse.partition", "load_trace", "part_sid", "load_sid", "t_load", "t_part_end", KIND_INTERNAL,
+        i("partitions.count", pl.col("partitions")),
+    ))
+    insert = inserts.join(per_insert, on="insert_sid", how="left").select(
+        *_span("analytics.warehouse.insert", "load_trace", "insert_sid", "load_sid", "t_start", "t_end", KIND_INTERNAL,
+               s("table.name", pl.col("table")), i("insert.row_count", pl.col("rows")),
+               b("insert.success", pl.col("success")), pl.struct(
+                   key=pl.lit("insert.duration_ms"), s=pl.lit(None, pl.String), i=pl.lit(None, pl.Int64),
+                   b=pl.lit(None, pl.Boolean), d=pl.col("duration_ms").cast(pl.Float64)),
+               i("insert.attempts", pl.col("attempts")), s("db.system.name", "duckdb")),
+        pl.col("links"),
+        pl.when(pl.col("success")).then(0).otherwise(2).cast(pl.Int32).alias("status_code"),
+        pl.col("error").alias("status_message"),
+    )
+    return pl.concat([conform(x) for x in (load, part, insert)])

@@ -1,0 +1,217 @@
+"""The DuckDB warehouse: event tables by type, quarantine, audit, and the pipeline's state.
+
+Writes go through one transaction per chunk (events, rejects, deliveries, audit and state
+together), so a crash leaves either all of a chunk or none of it, and ``deliveries`` tells a
+re-run which input it has already loaded. Table names come from validated event types and are
+quoted anyway.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from dqkit.errors import WarehouseBusyError, WarehouseError
+from dqkit.events.schema import is_valid_event_type
+
+EVENT_COLUMNS: dict[str, str] = {
+    "event_id": "VARCHAR", "event_type": "VARCHAR", "user_id": "VARCHAR",
+    "event_ts": "TIMESTAMPTZ", "received_at": "TIMESTAMPTZ", "loaded_at": "TIMESTAMPTZ",
+    "batch_id": "VARCHAR", "trace_id": "VARCHAR", "platform": "VARCHAR", "app_version": "VARCHAR",
+    "sdk_version": "VARCHAR", "geo_country": "VARCHAR", "geo_region": "VARCHAR", "geo_city": "VARCHAR",
+    "user_country": "VARCHAR", "user_segment": "VARCHAR", "account_age_days": "INTEGER",
+    "session_id": "VARCHAR", "session_event_number": "BIGINT", "properties": "VARCHAR",
+}
+
+REJECTED_COLUMNS: dict[str, str] = {
+    "event_id": "VARCHAR", "batch_id": "VARCHAR", "trace_id": "VARCHAR", "delivery_key": "VARCHAR",
+    "stage": "VARCHAR", "reason": "VARCHAR", "detail": "VARCHAR", "event_type": "VARCHAR",
+    "platform": "VARCHAR", "app_version": "VARCHAR", "sdk_version": "VARCHAR",
+    "received_at": "TIMESTAMPTZ", "event_ts": "TIMESTAMPTZ", "duplicate_of_batch": "VARCHAR",
+    "duplicate_of_trace": "VARCHAR", "raw": "VARCHAR", "run_id": "VARCHAR",
+}
+
+DELIVERY_COLUMNS: dict[str, str] = {
+    "delivery_key": "VARCHAR", "batch_id": "VARCHAR", "trace_id": "VARCHAR", "line_no": "BIGINT",
+    "format": "VARCHAR", "received_at": "TIMESTAMPTZ", "platform": "VARCHAR", "app_version": "VARCHAR",
+    "sdk_version": "VARCHAR", "received": "BIGINT", "invalid": "BIGINT", "duplicate": "BIGINT",
+    "published": "BIGINT", "loaded": "BIGINT", "dead_lettered": "BIGINT", "in_flight": "BIGINT",
+    "run_id": "VARCHAR",
+}
+
+LOAD_AUDIT_COLUMNS: dict[str, str] = {
+    "load_id": "VARCHAR", "table_name": "VARCHAR", "row_count": "BIGINT", "success": "BOOLEAN",
+    "attempts": "INTEGER", "duration_ms": "DOUBLE", "started_at": "TIMESTAMPTZ", "loaded_at": "TIMESTAMPTZ",
+    "batch_ids": "VARCHAR[]", "trace_ids": "VARCHAR[]", "load_trace_id": "VARCHAR", "span_id": "VARCHAR",
+    "error": "VARCHAR", "run_id": "VARCHAR",
+}
+
+_STATE_TABLES = {
+    "dedup_state": {"event_id": "VARCHAR", "batch_id": "VARCHAR", "trace_id": "VARCHAR", "received_at": "TIMESTAMPTZ"},
+    "session_state": {"user_id": "VARCHAR", "last_ts": "TIMESTAMPTZ", "session_id": "VARCHAR", "session_events": "BIGINT"},
+    "runs": {"run_id": "VARCHAR", "sample": "VARCHAR", "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ",
+             "received": "BIGINT", "loaded": "BIGINT", "invalid": "BIGINT", "duplicate": "BIGINT",
+             "dead_lettered": "BIGINT", "in_flight": "BIGINT", "skipped_deliveries": "BIGINT", "faults": "VARCHAR"},
+}
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_for(event_type: str) -> str:
+    """The table an event type loads into; refuses names that did not pass validation."""
+    if not is_valid_event_type(event_type):
+        raise WarehouseError(f"event type {event_type!r} cannot name a table")
+    return f"events_{event_type}"
+
+
+def _ddl(name: str, cols: dict[str, str]) -> str:
+    return f"CREATE TABLE IF NOT EXISTS {quote_ident(name)} (" + ", ".join(f"{quote_ident(c)} {t}" for c, t in cols.items()) + ")"
+
+
+@dataclass
+class InsertOutcome:
+    table: str
+    rows: int
+    success: bool
+    attempts: int
+    duration_ms: float
+    error: str | None
+
+
+class Warehouse:
+    """A DuckDB warehouse file opened for writing."""
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise WarehouseBusyError(
+                    f"warehouse {str(self.path)!r} is busy: another process is writing it; retry when it finishes, "
+                    "or open a copy read-only"
+                ) from exc
+            raise WarehouseError(f"cannot open warehouse {str(self.path)!r}: {exc}") from exc
+        self.con.execute("SET TimeZone = 'UTC'")
+        if not read_only:
+            # Bulk loads pay for frequent checkpoints; one per ~1 GB of WAL is plenty.
+            self.con.execute("SET checkpoint_threshold = '1GB'")
+            self._create()
+
+    def _create(self) -> None:
+        for name, cols in {"rejected_events": REJECTED_COLUMNS, "deliveries": DELIVERY_COLUMNS,
+                           "load_audit": LOAD_AUDIT_COLUMNS, **_STATE_TABLES}.items():
+            self.con.execute(_ddl(name, cols))
+        self.refresh_events_view()
+
+    def event_tables(self) -> list[str]:
+        rows = self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+            "AND table_type = 'BASE TABLE' AND table_name LIKE 'events\\_%' ESCAPE '\\' ORDER BY table_name"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def refresh_events_view(self) -> None:
+        tables = self.event_tables()
+        if tables:
+            body = " UNION ALL BY NAME ".join(f"SELECT * FROM {quote_ident(t)}" for t in tables)
+        else:
+            body = "SELECT " + ", ".join(f"NULL::{t} AS {quote_ident(c)}" for c, t in EVENT_COLUMNS.items()) + " WHERE false"
+        self.con.execute(f"CREATE OR REPLACE VIEW events AS {body}")
+
+    # -- state ---------------------------------------------------------------------------
+    def read(self, sql: str) -> pl.DataFrame:
+        return self.con.sql(sql).pl()
+
+    def known_deliveries(self, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        df = pl.DataFrame({"delivery_key": keys})
+        self.con.register("_keys", df.to_arrow())
+        try:
+            rows = self.con.execute("SELECT d.delivery_key FROM deliveries d JOIN _keys USING (delivery_key)").fetchall()
+        finally:
+            self.con.unregister("_keys")
+        return {r[0] for r in rows}
+
+    # -- writes --------------------------------------------------------------------------
+    def begin(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def commit(self) -> None:
+        self.con.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.con.execute("ROLLBACK")
+
+    def append(self, table: str, frame: pl.DataFrame, columns: dict[str, str]) -> None:
+        """Append ``frame`` (columns by name) to ``table``, through Arrow."""
+        if frame.is_empty():
+            return
+        self.con.register("_append", frame.select(list(columns)).to_arrow())
+        try:
+            self.con.execute(f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM _append")
+        finally:
+            self.con.unregister("_append")
+
+    def upsert_sessions(self, changed: pl.DataFrame) -> None:
+        if changed.is_empty():
+            return
+        self.con.register("_sess", changed.to_arrow())
+        try:
+            self.con.execute("DELETE FROM session_state WHERE user_id IN (SELECT user_id FROM _sess)")
+            self.con.execute("INSERT INTO session_state BY NAME SELECT * FROM _sess")
+        finally:
+            self.con.unregister("_sess")
+
+    def insert_events(
+        self,
+        table: str,
+        frame: pl.DataFrame,
+        attempts: int = 3,
+        fail: Callable[[str, int], str | None] | None = None,
+    ) -> InsertOutcome:
+        """Insert one table's rows, retrying; never raises for a failed insert.
+
+        ``fail(table, attempt)`` lets a replay inject failures: it returns an error text to fail
+        that attempt. A real DuckDB error is retried the same way. The caller dead-letters the
+        rows of an insert that still fails.
+        """
+        if table not in self.event_tables():
+            self.con.execute(_ddl(table, EVENT_COLUMNS))
+            self.refresh_events_view()
+        error = None
+        t0 = time.perf_counter()
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                time.sleep(0)  # retries are immediate; the replay clock does not wait
+            error = fail(table, attempt) if fail else None
+            if error is None:
+                try:
+                    self.append(table, frame, EVENT_COLUMNS)
+                    return InsertOutcome(table, frame.height, True, attempt, (time.perf_counter() - t0) * 1000, None)
+                except duckdb.Error as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    raise _InsertAborted(table, error) from exc
+        return InsertOutcome(table, frame.height, False, attempts, (time.perf_counter() - t0) * 1000, error)
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class _InsertAborted(WarehouseError):
+    """A real insert error: DuckDB aborts the transaction, so the chunk must be redone."""
+
+    def __init__(self, table: str, error: str) -> None:
+        super().__init__(f"insert into {table} failed: {error}")
+        self.table = table
+        self.error = error

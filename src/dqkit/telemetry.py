@@ -1,0 +1,264 @@
+"""Telemetry output: the only place that configures OpenTelemetry exporters.
+
+Spans arrive as record frames (:mod:`dqkit.otlp_json`) and metrics as pre-aggregated points.
+By default both go to OTLP/JSON lines files (``traces.jsonl``, ``metrics.jsonl``), one export
+request per line. When the standard ``OTEL_EXPORTER_OTLP_*`` variables name an endpoint, they
+are also sent over OTLP (gRPC, or HTTP with ``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf``) by the
+SDK's own exporters, from a background thread with a bounded queue: a slow or absent collector
+costs dropped, counted spans — never a stalled or crashed pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from dqkit import __version__
+from dqkit.errors import ConfigError
+from dqkit.otlp_json import span_lines
+
+log = logging.getLogger(__name__)
+SCOPE = ("dqkit.pipeline", __version__)
+_NETWORK_QUEUE_FRAMES = 64
+
+
+def _parse_resource_attributes(raw: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        if "=" not in part:
+            raise ConfigError(f"OTEL_RESOURCE_ATTRIBUTES item {part!r} must look like key=value")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Where telemetry goes. Build it with :meth:`from_env`."""
+
+    out_dir: Path | None
+    """Folder for ``traces.jsonl`` and ``metrics.jsonl``; ``None`` writes no files."""
+    resource: Mapping[str, object] = field(default_factory=dict)
+    """Resource attributes (``service.name`` and ``OTEL_RESOURCE_ATTRIBUTES``)."""
+    otlp_traces: bool = False
+    """Send spans over OTLP (an ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` is set)."""
+    otlp_metrics: bool = False
+    """Send metrics over OTLP (an ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`` is set)."""
+    protocol: str = "grpc"
+    """``OTEL_EXPORTER_OTLP_PROTOCOL``: ``grpc`` or ``http/protobuf``."""
+    shutdown_timeout_s: float = 5.0
+    """How long closing waits for the network exporter before counting the rest as dropped."""
+
+    @classmethod
+    def from_env(cls, out_dir: str | Path | None, env: Mapping[str, str] | None = None) -> TelemetryConfig:
+        env = os.environ if env is None else env
+        resource: dict[str, object] = {"service.name": "dqkit", "service.version": __version__}
+        resource.update(_parse_resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES", "")))
+        if env.get("OTEL_SERVICE_NAME"):
+            resource["service.name"] = env["OTEL_SERVICE_NAME"]
+        any_ep = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+        if protocol not in ("grpc", "http/protobuf"):
+            raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use grpc or http/protobuf")
+        traces_on = env.get("OTEL_TRACES_EXPORTER", "otlp") != "none"
+        metrics_on = env.get("OTEL_METRICS_EXPORTER", "otlp") != "none"
+        return cls(
+            out_dir=Path(out_dir) if out_dir is not None else None,
+            resource=resource,
+            otlp_traces=traces_on and (any_ep or bool(env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))),
+            otlp_metrics=metrics_on and (any_ep or bool(env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))),
+            protocol=protocol,
+        )
+
+
+@dataclass
+class TelemetryStats:
+    spans_written: int = 0
+    """Spans written to ``traces.jsonl``."""
+    spans_sent: int = 0
+    """Spans the OTLP exporter reported as exported."""
+    spans_not_exported: int = 0
+    """Spans meant for OTLP that were dropped (queue full, exporter failed, shutdown timeout)."""
+    metric_exports: int = 0
+
+
+def _span_exporter(protocol: str):
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    return OTLPSpanExporter()
+
+
+def _metric_exporter(protocol: str):
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    return OTLPMetricExporter()
+
+
+def readable_spans(frame: pl.DataFrame, resource: Mapping[str, object]) -> list:
+    """SDK span objects for a span record frame (for the SDK's network exporters)."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+    res = Resource.create(dict(resource))  # type: ignore[arg-type]
+    scope = InstrumentationScope(*SCOPE)
+    kinds = {1: SpanKind.INTERNAL, 2: SpanKind.SERVER, 3: SpanKind.CLIENT, 4: SpanKind.PRODUCER, 5: SpanKind.CONSUMER}
+    flags = TraceFlags(TraceFlags.SAMPLED)
+
+    def ctx(t: str, s: str) -> SpanContext:
+        return SpanContext(int(t, 16), int(s, 16), is_remote=False, trace_flags=flags)
+
+    def amap(items) -> dict:
+        out = {}
+        for a in items or []:
+            v = next((a[k] for k in ("s", "i", "b", "d") if a[k] is not None), None)
+            if v is not None:
+                out[a["key"]] = v
+        return out
+
+    spans = []
+    for r in frame.iter_rows(named=True):
+        spans.append(ReadableSpan(
+            r["name"],
+            context=ctx(r["trace_id"], r["span_id"]),
+            parent=ctx(r["trace_id"], r["parent_span_id"]) if r["parent_span_id"] else None,
+            resource=res,
+            attributes=amap(r["attrs"]),
+            events=[Event(e["name"], amap(e["attrs"]), e["time_ns"]) for e in r["events"] or []],
+            links=[Link(ctx(link["trace_id"], link["span_id"]), amap(link["attrs"])) for link in r["links"] or []],
+            kind=kinds.get(r["kind"], SpanKind.INTERNAL),
+            status=Status(StatusCode.ERROR, r["status_message"]) if r["status_code"] == 2 else Status(StatusCode.UNSET),
+            start_time=r["start_ns"],
+            end_time=r["end_ns"],
+            instrumentation_scope=scope,
+        ))
+    return spans
+
+
+class Telemetry:
+    """Writes span frames and metric snapshots to files and, if configured, to a collector."""
+
+    def __init__(self, config: TelemetryConfig) -> None:
+        self.config = config
+        self.stats = TelemetryStats()
+        self._traces = self._metrics = None
+        if config.out_dir is not None:
+            config.out_dir.mkdir(parents=True, exist_ok=True)
+            self._traces = open(config.out_dir / "traces.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            self._metrics = open(config.out_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._queue: queue.Queue[pl.DataFrame | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._sending = 0  # spans inside an export call right now
+        if config.otlp_traces:
+            self._queue = queue.Queue(maxsize=_NETWORK_QUEUE_FRAMES)
+            self._span_exporter = _span_exporter(config.protocol)
+            self._thread = threading.Thread(target=self._send_loop, name="dqkit-otlp", daemon=True)
+            self._thread.start()
+        self._metric_exporter = _metric_exporter(config.protocol) if config.otlp_metrics else None
+
+    # -- spans -------------------------------------------------------------------------
+    def emit_spans(self, spans: pl.DataFrame) -> None:
+        if spans.is_empty():
+            return
+        if self._traces is not None:
+            for line in span_lines(spans, dict(self.config.resource), SCOPE):
+                self._traces.write(line + "\n")
+            self._traces.flush()
+            self.stats.spans_written += spans.height
+        if self._queue is not None:
+            try:
+                self._queue.put_nowait(spans)
+            except queue.Full:
+                self._count_dropped(spans.height)
+
+    def _count_dropped(self, n: int) -> None:
+        with self._lock:
+            self.stats.spans_not_exported += n
+
+    def _send_loop(self) -> None:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        assert self._queue is not None
+        while True:
+            frame = self._queue.get()
+            if frame is None:
+                return
+            with self._lock:
+                self._sending = frame.height
+            try:
+                ok = self._span_exporter.export(readable_spans(frame, self.config.resource)) == SpanExportResult.SUCCESS
+            except Exception:  # telemetry must never break the pipeline
+                log.exception("OTLP span export failed")
+                ok = False
+            with self._lock:
+                self._sending = 0
+                if ok:
+                    self.stats.spans_sent += frame.height
+                else:
+                    self.stats.spans_not_exported += frame.height
+
+    # -- metrics -----------------------------------------------------------------------
+    def emit_metrics(self, data) -> None:
+        """Write an SDK ``MetricsData`` snapshot as one OTLP/JSON line (and send it)."""
+        if self._metrics is not None:
+            from google.protobuf.json_format import MessageToDict
+            from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+            body = MessageToDict(encode_metrics(data), use_integers_for_enums=True)
+            self._metrics.write(json.dumps(body, separators=(",", ":")) + "\n")
+            self._metrics.flush()
+        if self._metric_exporter is not None:
+            try:
+                self._metric_exporter.export(data, timeout_millis=self.config.shutdown_timeout_s * 1000)
+            except Exception:
+                log.exception("OTLP metric export failed")
+        self.stats.metric_exports += 1
+
+    def close(self) -> TelemetryStats:
+        if self._queue is not None and self._thread is not None:
+            # Drain what is already queued within the timeout; count the rest as not exported.
+            try:
+                self._queue.put(None, timeout=self.config.shutdown_timeout_s)
+            except queue.Full:
+                pass
+            self._thread.join(timeout=self.config.shutdown_timeout_s)
+            left = 0
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    left += item.height
+            if self._thread.is_alive():  # stuck on a slow collector: its batch is lost too
+                with self._lock:
+                    left += self._sending
+                    self._sending = 0
+            self._count_dropped(left)
+            try:
+                self._span_exporter.shutdown()
+            except Exception:
+                log.exception("OTLP exporter shutdown failed")
+        if self._metric_exporter is not None:
+            try:
+                self._metric_exporter.shutdown(timeout_millis=1000)
+            except Exception:
+                log.exception("OTLP metric exporter shutdown failed")
+        for f in (self._traces, self._metrics):
+            if f is not None:
+                f.close()
+        return self.stats

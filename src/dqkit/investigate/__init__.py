@@ -1,0 +1,1 @@
+"""Investigation: read span exports and the warehouse, never the pipeline's objects."""

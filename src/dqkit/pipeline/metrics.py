@@ -51,7 +51,8 @@ class PipelineMetrics:
         bounds = INSTRUMENTS[name][3]
         w = pl.col(weight) if weight else pl.lit(1)
         f = frame.filter(pl.col(value).is_not_null()).with_columns(
-            _b=pl.col(value).cut(list(bounds), labels=[str(i) for i in range(len(bounds) + 1)], left_closed=False).cast(pl.String).cast(pl.Int32),
+            # OTLP explicit buckets are (bounds[i-1], bounds[i]]: the first bound >= value.
+            _b=pl.lit(pl.Series(list(map(float, bounds)))).search_sorted(pl.col(value).cast(pl.Float64), side="left").cast(pl.Int32),
             _w=w.cast(pl.Int64),
         )
         agg = f.group_by([*keys, "_b"]).agg(

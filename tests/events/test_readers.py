@@ -1,0 +1,79 @@
+import gzip
+import json
+
+import polars as pl
+
+from dqkit.events.readers import iter_sample
+from tests.conftest import batch, event, write_lines
+
+
+def _all(path, **kw):
+    chunks = list(iter_sample(path, **kw))
+    return pl.concat([c.deliveries for c in chunks]), pl.concat([c.events for c in chunks]), chunks
+
+
+def test_native_batch_fields(tmp_path):
+    p = write_lines(tmp_path / "s.ndjson", [batch("b-1", [event("e1", ip="203.0.113.7"), event("e2", etype="tap")])])
+    d, e, _ = _all(p)
+    assert d.select("batch_id", "platform", "app_version", "sdk_version", "event_count").row(0) == ("b-1", "ios", "5.2.0", "3.1.4", 2)
+    assert str(d["received_at"][0]) == "2026-11-20 10:00:05+00:00"
+    assert e["event_id"].to_list() == ["e1", "e2"]
+    assert e["event_type"].to_list() == ["view", "tap"]
+    assert e["client_ip"][0] == "203.0.113.7"
+    assert json.loads(e["properties"][0]) == {"item_id": "p_1"}
+
+
+def test_gzip_and_chunking_are_bounded(tmp_path):
+    p = tmp_path / "s.ndjson.gz"
+    with gzip.open(p, "wt") as f:
+        for n in range(25):
+            f.write(json.dumps(batch(f"b-{n}", [event(f"e{n}")])) + "\n")
+    _, e, chunks = _all(p, chunk_lines=10)
+    assert [c.deliveries.height for c in chunks] == [10, 10, 5]
+    assert e.height == 25
+
+
+def test_segment_batch_mapping(tmp_path):
+    seg = {
+        "batch": [
+            {"type": "track", "event": "Order Completed", "messageId": "m-1", "userId": "user-9",
+             "timestamp": "2026-11-20T10:00:00.000Z", "receivedAt": "2026-11-20T10:00:03.000Z",
+             "context": {"ip": "81.2.69.142", "os": {"name": "iOS"}, "app": {"version": "7.1"},
+                         "library": {"name": "analytics-ios", "version": "4.1.8"}},
+             "properties": {"total": 12.5}},
+            {"type": "screen", "messageId": "m-2", "anonymousId": "anon-3", "timestamp": "2026-11-20T10:00:01Z",
+             "context": {"os": {"name": "iOS"}}},
+            {"type": "mystery", "messageId": "m-3", "userId": "u", "timestamp": "2026-11-20T10:00:01Z"},
+        ],
+        "sentAt": "2026-11-20T10:00:02.000Z",
+    }
+    p = write_lines(tmp_path / "seg.ndjson", [seg])
+    d, e, _ = _all(p)
+    assert d["format"][0] == "segment" and d["event_count"][0] == 3
+    assert str(d["received_at"][0]) == "2026-11-20 10:00:03+00:00"  # receivedAt wins over sentAt
+    first = e.row(0, named=True)
+    assert (first["event_id"], first["event_type"], first["user_id"], first["client_ip"]) == ("m-1", "order_completed", "user-9", "81.2.69.142")
+    assert (first["platform"], first["app_version"], first["sdk_version"]) == ("ios", "7.1", "4.1.8")
+    assert json.loads(first["properties"]) == {"total": 12.5}
+    second = e.row(1, named=True)
+    assert (second["event_type"], second["user_id"]) == ("screen", "anon-3")
+    assert e.row(2, named=True)["segment_type"] == "mystery"
+
+
+def test_flat_parquet_rows_regroup_into_batches(tmp_path):
+    p = tmp_path / "flat.parquet"
+    pl.DataFrame({
+        "event_id": ["a", "b", "c"], "event_type": ["view", "view", "tap"], "user_id": ["u1", "u1", "u2"],
+        "timestamp": ["2026-11-20T10:00:00Z"] * 3, "client_ip": ["8.8.8.8", None, "::1"],
+        "batch_id": ["x", "x", "y"], "received_at": ["2026-11-20T10:00:09Z"] * 3, "platform": ["web", "web", "android"],
+    }).write_parquet(p)
+    d, e, _ = _all(p)
+    assert sorted(zip(d["batch_id"], d["event_count"])) == [("x", 2), ("y", 1)]
+    assert sorted(e["event_id"]) == ["a", "b", "c"]
+    assert set(e.filter(pl.col("batch_id") == "y")["platform"]) == {"android"}
+
+
+def test_identical_lines_get_distinct_delivery_keys(tmp_path):
+    b = batch("b-1", [event("e1")])
+    d, _, _ = _all(write_lines(tmp_path / "s.ndjson", [b, b]))
+    assert d["delivery_key"].n_unique() == 2

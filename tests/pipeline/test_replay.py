@@ -1,0 +1,124 @@
+"""End to end: accounting per batch from spans and warehouse, idempotence, dedup across runs,
+retry then dead-letter, session and profile enrichment."""
+
+from datetime import date
+
+import polars as pl
+
+from dqkit.pipeline.run import ReplayConfig, replay
+from tests.conftest import Run, assert_balanced, batch, event, write_lines
+
+
+def _mixed(tmp_path):
+    items = [
+        batch("b-1", [event("e1", user="u_1"), event("e2", user="u_2", ts="garbage"), event("e3", user="u_9")]),
+        batch("b-2", [event("e4", user="u_1", ts="2026-11-20T10:10:00Z"), event("e4", user="u_1", ts="2026-11-20T10:10:00Z")],
+              received="2026-11-20T10:10:05Z"),
+        # A client retry of b-1 arrives later: its events are duplicates across batches.
+        batch("b-1", [event("e1", user="u_1"), event("e2", user="u_2", ts="garbage"), event("e3", user="u_9")],
+              received="2026-11-20T10:20:00Z"),
+        b"{not json",
+        batch("b-3", [event("e5", user="u_1", ts="2026-11-20T11:00:00Z", ip="2a00:1450:4001:82a::200e")],
+              received="2026-11-20T11:00:02Z", platform="android"),
+    ]
+    profiles = pl.DataFrame({"user_id": ["u_1", "u_2"], "country": ["US", "DE"], "segment": ["pro", "free"],
+                             "signup_date": ["2024-01-01", "2025-06-30"]})
+    p = tmp_path / "profiles.csv"
+    profiles.write_csv(p)
+    return write_lines(tmp_path / "mixed.ndjson", items), p
+
+
+def test_accounting_identity_per_batch(tmp_path, run_sample):
+    sample, profiles = _mixed(tmp_path)
+    run = run_sample(sample, profiles=profiles)
+    lg = run.result.ledger
+    assert (lg.received, lg.loaded, lg.invalid, lg.duplicate, lg.dead_lettered) == (10, 4, 3, 3, 0)
+    spans_ledger, _ = assert_balanced(run)
+    retry = spans_ledger.filter((pl.col("batch_id") == "b-1") & (pl.col("duplicate") == 2))
+    assert retry.height == 1 and retry["invalid"][0] == 1
+
+
+def test_enrichment_columns(tmp_path, run_sample):
+    sample, profiles = _mixed(tmp_path)
+    run = run_sample(sample, profiles=profiles)
+    rows = {r[0]: r[1:] for r in run.sql(
+        "SELECT event_id, user_country, user_segment, geo_country, session_id, session_event_number, account_age_days, loaded_at > event_ts FROM events")}
+    assert rows["e1"][:3] == ("US", "pro", "US")
+    assert rows["e3"][:2] == (None, None), "a user without profile loads with empty profile columns"
+    assert rows["e5"][2] == "IE", "IPv6 resolves"
+    # e1 (10:00) and e4 (10:10) are one session of u_1; e5 (11:00) is a new one.
+    assert rows["e1"][3] == rows["e4"][3] and rows["e4"][4] == 2
+    assert rows["e5"][3] != rows["e1"][3] and rows["e5"][4] == 1
+    assert rows["e1"][5] == (date(2026, 11, 20) - date(2024, 1, 1)).days
+    assert all(r[6] for r in rows.values())
+
+
+def test_rerun_changes_no_count(tmp_path, run_sample):
+    sample, profiles = _mixed(tmp_path)
+    first = run_sample(sample, profiles=profiles)
+    counts = lambda: first.sql(  # noqa: E731
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM rejected_events), (SELECT count(*) FROM deliveries),"
+        " (SELECT count(*) FROM load_audit)")
+    before = counts()
+    again = replay(sample, first.warehouse, first.telemetry, profiles=profiles)
+    assert counts() == before
+    assert again.ledger.received == 0 and again.skipped_deliveries == 5
+    assert_balanced(Run(first.result, first.warehouse, first.telemetry))
+
+
+def test_dedup_state_survives_between_runs(tmp_path, run_sample):
+    a = write_lines(tmp_path / "a.ndjson", [batch("b-1", [event("e1"), event("e2")])])
+    b = write_lines(tmp_path / "b.ndjson", [batch("b-9", [event("e2"), event("e3")], received="2026-11-20T12:00:00Z")])
+    run = run_sample(a)
+    second = replay(b, run.warehouse, run.telemetry)
+    assert (second.ledger.loaded, second.ledger.duplicate) == (1, 1)
+    dup = run.sql("SELECT event_id, batch_id, duplicate_of_batch FROM rejected_events WHERE stage = 'dedup'")
+    assert dup == [("e2", "b-9", "b-1")]
+
+
+def test_sessions_continue_across_chunks_and_runs(tmp_path, run_sample):
+    a = write_lines(tmp_path / "a.ndjson", [batch(f"b-{n}", [event(f"e{n}", ts=f"2026-11-20T10:{n:02d}:00Z")],
+                                                   received=f"2026-11-20T10:{n:02d}:01Z") for n in range(0, 50, 10)])
+    run = run_sample(a, config=ReplayConfig(chunk_lines=2))
+    b = write_lines(tmp_path / "b.ndjson", [batch("b-late", [event("e-late", ts="2026-11-20T11:05:00Z")], received="2026-11-20T11:05:01Z")])
+    replay(b, run.warehouse, run.telemetry)
+    rows = run.sql("SELECT event_id, session_id, session_event_number FROM events ORDER BY event_ts")
+    assert len({r[1] for r in rows}) == 1
+    assert [r[2] for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_failed_insert_is_retried_then_dead_lettered(tmp_path, run_sample):
+    sample, profiles = _mixed(tmp_path)
+    calls = []
+
+    def fault(table, attempt):
+        calls.append((table, attempt))
+        return "injected: disk full" if table == "events_view" else None
+
+    run = run_sample(sample, profiles=profiles, config=ReplayConfig(insert_fault=fault, insert_attempts=3))
+    assert [a for t, a in calls if t == "events_view"] == [1, 2, 3]
+    lg = run.result.ledger
+    assert lg.dead_lettered == 4 and lg.loaded == 0
+    dead = run.sql("SELECT reason, detail, raw IS NOT NULL FROM rejected_events WHERE stage = 'warehouse.insert'")
+    assert len(dead) == 4 and all(r == ("insert_failed", "injected: disk full", True) for r in dead)
+    audit = run.sql("SELECT success, attempts, error FROM load_audit")
+    assert audit and all(r == (False, 3, "injected: disk full") for r in audit)
+    assert_balanced(run)
+
+
+def test_transient_insert_failure_recovers(tmp_path, run_sample):
+    sample, _ = _mixed(tmp_path)
+    run = run_sample(sample, config=ReplayConfig(insert_fault=lambda t, a: "timeout" if a == 1 else None))
+    assert run.result.ledger.loaded == 4 and run.result.ledger.dead_lettered == 0
+    assert {r for r in run.sql("SELECT success, attempts FROM load_audit")} == {(True, 2)}
+    assert_balanced(run)
+
+
+def test_generated_sample_balances(tmp_path, run_sample):
+    from dqkit.events.generator import SampleSpec, generate
+
+    s = generate(tmp_path / "gen", SampleSpec(events=5_000, users=300, seed=3))
+    run = run_sample(s.events_path, profiles=s.profiles_path, config=ReplayConfig(chunk_lines=150))
+    lg = run.result.ledger
+    assert lg.received == s.events and lg.duplicate > 0 and lg.invalid > 0
+    assert_balanced(run)

@@ -1,0 +1,38 @@
+import polars as pl
+import pytest
+
+from dqkit.errors import InputError
+from dqkit.pipeline.geoip import open_geoip
+
+
+def test_bundled_tables_resolve_ipv4_and_ipv6():
+    g = open_geoip()
+    got = dict(g.lookup(pl.Series(["8.8.8.8", "81.2.69.142", "2a00:1450:4001:82a::200e", "::ffff:8.8.8.8",
+                                    "300.1.1.1", "garbage", "fe80::1", "1:2:3:4:5:6:7:8:9", "203.0.113.7"]))
+               .select("client_ip", "geo_country").iter_rows())
+    assert got["8.8.8.8"] == "US" and got["::ffff:8.8.8.8"] == "US"
+    assert got["81.2.69.142"] == "GB"
+    assert got["2a00:1450:4001:82a::200e"] == "IE"
+    for bad in ("300.1.1.1", "garbage", "fe80::1", "1:2:3:4:5:6:7:8:9", "203.0.113.7"):
+        assert got[bad] is None, bad
+
+
+def test_maxmind_database(tmp_path):
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-City")
+    w.insert_network(IPSet(["1.2.3.0/24"]), {"country": {"iso_code": "NZ"}, "subdivisions": [{"iso_code": "AUK"}],
+                                             "city": {"names": {"en": "Auckland"}}})
+    w.insert_network(IPSet(["2001:db8::/32"]), {"country": {"iso_code": "CH"}})
+    path = tmp_path / "city.mmdb"
+    w.to_db_file(str(path))
+    got = {r[0]: r[1:] for r in open_geoip(path).lookup(pl.Series(["1.2.3.4", "2001:db8::5", "9.9.9.9", "nope"])).iter_rows()}
+    assert got["1.2.3.4"] == ("NZ", "AUK", "Auckland")
+    assert got["2001:db8::5"] == ("CH", None, None)
+    assert got["9.9.9.9"] == (None, None, None) and got["nope"] == (None, None, None)
+
+
+def test_missing_geoip_path_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        open_geoip(tmp_path / "nope.mmdb")

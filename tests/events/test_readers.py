@@ -77,3 +77,13 @@ def test_identical_lines_get_distinct_delivery_keys(tmp_path):
     b = batch("b-1", [event("e1")])
     d, _, _ = _all(write_lines(tmp_path / "s.ndjson", [b, b]))
     assert d["delivery_key"].n_unique() == 2
+
+
+def test_generator_is_deterministic_for_a_seed(tmp_path):
+    from dqkit.events.generator import SampleSpec, generate
+
+    a = generate(tmp_path / "a", SampleSpec(events=2_000, users=100, seed=11))
+    b = generate(tmp_path / "b", SampleSpec(events=2_000, users=100, seed=11))
+    c = generate(tmp_path / "c", SampleSpec(events=2_000, users=100, seed=12))
+    assert a.events_path.read_bytes() == b.events_path.read_bytes()
+    assert a.events_path.read_bytes() != c.events_path.read_bytes()

@@ -122,3 +122,30 @@ def test_generated_sample_balances(tmp_path, run_sample):
     lg = run.result.ledger
     assert lg.received == s.events and lg.duplicate > 0 and lg.invalid > 0
     assert_balanced(run)
+
+
+def test_segment_and_parquet_samples_balance(tmp_path, run_sample):
+    seg = {"batch": [
+        {"type": "track", "event": "Order Completed", "messageId": "m-1", "userId": "u1", "timestamp": "2026-11-20T10:00:00Z",
+         "context": {"ip": "8.8.8.8", "os": {"name": "Android"}, "app": {"version": "8.4.0"}, "library": {"name": "analytics-android", "version": "4.0"}}},
+        {"type": "alien", "messageId": "m-2", "userId": "u1", "timestamp": "2026-11-20T10:00:00Z"},
+        {"type": "screen", "messageId": "m-1", "userId": "u1", "timestamp": "2026-11-20T10:00:01Z"},
+    ], "sentAt": "2026-11-20T10:00:02Z"}
+    run = run_sample(write_lines(tmp_path / "seg.ndjson", [seg]))
+    assert (run.result.ledger.loaded, run.result.ledger.invalid, run.result.ledger.duplicate) == (1, 1, 1)
+    assert run.sql("SELECT event_type, platform, app_version FROM events") == [("order_completed", "android", "8.4.0")]
+    assert_balanced(run)
+
+    pq = tmp_path / "flat.parquet"
+    pl.DataFrame({"event_id": [f"p{n}" for n in range(250)], "event_type": ["view"] * 249 + ["Bad Type"],
+                  "user_id": ["u1"] * 250, "timestamp": ["2026-11-20T10:00:00Z"] * 250,
+                  "received_at": ["2026-11-20T10:00:01Z"] * 250}).write_parquet(pq)
+    other = replay(pq, tmp_path / "pq.duckdb", tmp_path / "pqtel")
+    assert (other.ledger.received, other.ledger.loaded, other.ledger.invalid) == (250, 249, 1)
+    assert_balanced(Run(other, tmp_path / "pq.duckdb", tmp_path / "pqtel"))
+
+
+def test_sample_with_nothing_loadable(tmp_path, run_sample):
+    run = run_sample(write_lines(tmp_path / "s.ndjson", [batch("b-empty", []), b"not json"]))
+    assert (run.result.ledger.received, run.result.ledger.invalid, run.result.ledger.loaded) == (1, 1, 0)
+    assert_balanced(run)

@@ -30,6 +30,7 @@ def load_spans(paths: str | Path | Sequence[str | Path], con: duckdb.DuckDBPyCon
         raise InputError(f"span export(s) not found: {missing}; pass traces.jsonl files or the telemetry folder")
     con = con or duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     listing = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _raw_spans AS

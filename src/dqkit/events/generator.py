@@ -153,7 +153,7 @@ def generate(out_dir: str | Path, spec: SampleSpec | None = None) -> Sample:
     ).struct.json_encode()
     lines = allb.select(pl.format('{},"events":[{}]}}', header.str.strip_suffix("}"), pl.col("events")))
     path = out / "events.ndjson.gz"
-    with gzip.open(path, "wt", encoding="utf-8", compresslevel=3) as f:
-        f.write("\n".join(lines.to_series().to_list()))
-        f.write("\n")
+    body = ("\n".join(lines.to_series().to_list()) + "\n").encode()
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=3, mtime=0) as f:
+        f.write(body)  # no name or time in the header: same seed, same bytes
     return Sample(path, out / "profiles.parquet", allb.height, int(allb.get_column("count").sum()))

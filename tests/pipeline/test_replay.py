@@ -149,3 +149,22 @@ def test_sample_with_nothing_loadable(tmp_path, run_sample):
     run = run_sample(write_lines(tmp_path / "s.ndjson", [batch("b-empty", []), b"not json"]))
     assert (run.result.ledger.received, run.result.ledger.invalid, run.result.ledger.loaded) == (1, 1, 0)
     assert_balanced(run)
+
+
+def test_real_database_error_rolls_back_retries_and_dead_letters(tmp_path):
+    import duckdb
+
+    wh = tmp_path / "wh.duckdb"
+    con = duckdb.connect(str(wh))  # a table someone broke: event_ts cannot take a timestamp
+    con.execute("CREATE TABLE events_view (event_id VARCHAR, event_ts INTEGER)")
+    con.close()
+    sample = write_lines(tmp_path / "s.ndjson", [batch("b-1", [event("e1"), event("e2", etype="tap")])])
+    res = replay(sample, wh, tmp_path / "tel")
+    assert (res.ledger.loaded, res.ledger.dead_lettered) == (1, 1)
+    run = Run(res, wh, tmp_path / "tel")
+    assert run.sql("SELECT event_id FROM events_tap") == [("e2",)]
+    (dead,) = run.sql("SELECT event_id, reason FROM rejected_events WHERE stage = 'warehouse.insert'")
+    assert dead == ("e1", "insert_failed")
+    assert run.sql("SELECT table_name, success, attempts FROM load_audit ORDER BY table_name") == [
+        ("events_tap", True, 1), ("events_view", False, 3)]
+    assert_balanced(run)

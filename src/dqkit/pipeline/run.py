@@ -28,7 +28,7 @@ from dqkit.pipeline.queue import EmbeddedQueue, Queue
 from dqkit.pipeline.sessions import SessionStitcher
 from dqkit.pipeline.validate import validate
 from dqkit.pipeline.warehouse import (
-    DELIVERY_COLUMNS, LOAD_AUDIT_COLUMNS, REJECTED_COLUMNS, InsertOutcome, Warehouse, _InsertAborted, table_for,
+    DELIVERY_COLUMNS, LOAD_AUDIT_COLUMNS, REJECTED_COLUMNS, InsertOutcome, Warehouse, InsertAborted, table_for,
 )
 from dqkit.telemetry import SCOPE, Telemetry, TelemetryConfig, TelemetryStats
 
@@ -283,7 +283,7 @@ class Replay:
                         o.attempts += used
                         outcomes[name] = o
                 break
-            except _InsertAborted as exc:
+            except InsertAborted as exc:
                 # DuckDB aborted the transaction: redo the chunk, counting the attempt.
                 self.wh.rollback()
                 used, _ = real_errors.get(exc.table, (0, None))
@@ -342,7 +342,6 @@ class Replay:
     def _load_telemetry(self, d: pl.DataFrame, rows: pl.DataFrame, outcomes: dict) -> tuple[pl.DataFrame, ...]:
         """Loads (one per cadence tick in this chunk), their table inserts and batch links."""
         if rows.is_empty():
-            empty = pl.DataFrame()
             return (pl.DataFrame(schema={"load_trace": pl.String, "load_sid": pl.String, "part_sid": pl.String,
                                          "t_load": pl.Int64, "t_part_end": pl.Int64, "t_load_end": pl.Int64,
                                          "rows": pl.Int64, "loaded": pl.Int64, "dead_lettered": pl.Int64,
@@ -353,7 +352,7 @@ class Replay:
                                          "t_end": pl.Int64, "error": pl.String}),
                     pl.DataFrame(schema={"insert_sid": pl.String, "ctx_trace": pl.String, "sid_enrich": pl.String,
                                          "batch_id": pl.String, "rows": pl.Int64}),
-                    empty.select([pl.lit(None).alias(c) for c in LOAD_AUDIT_COLUMNS]).clear())
+                    pl.DataFrame())  # no audit rows: nothing was inserted
         t = self.timer.last
         total_rows = rows.height
         out = pl.DataFrame({
@@ -484,7 +483,6 @@ def replay(
     cfg = config or ReplayConfig()
     run = Replay(warehouse, telemetry, profiles, geoip, cfg)
     try:
-        t0 = time.perf_counter()
         it = iter(readers.iter_sample(sample, cfg.chunk_lines))
         while True:
             t = time.perf_counter()
@@ -495,7 +493,6 @@ def replay(
             run.process(chunk)
             if progress:
                 progress(chunk.position, run.ledger)
-        del t0
     except BaseException:
         run.telemetry.close()
         run.wh.close()

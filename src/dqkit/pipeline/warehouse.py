@@ -201,14 +201,14 @@ class Warehouse:
                     return InsertOutcome(table, frame.height, True, attempt, (time.perf_counter() - t0) * 1000, None)
                 except duckdb.Error as exc:
                     error = f"{type(exc).__name__}: {exc}"
-                    raise _InsertAborted(table, error) from exc
+                    raise InsertAborted(table, error) from exc
         return InsertOutcome(table, frame.height, False, attempts, (time.perf_counter() - t0) * 1000, error)
 
     def close(self) -> None:
         self.con.close()
 
 
-class _InsertAborted(WarehouseError):
+class InsertAborted(WarehouseError):
     """A real insert error: DuckDB aborts the transaction, so the chunk must be redone."""
 
     def __init__(self, table: str, error: str) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -92,23 +93,21 @@ class ReplayResult:
 
 
 class _Timer:
+    """Seconds spent per stage: in total, and in the chunk being processed (``last``)."""
+
     def __init__(self) -> None:
         self.total: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.last: dict[str, float] = {}
 
-    def __call__(self, stage: str):
-        timer = self
-
-        class _Ctx:
-            def __enter__(self):
-                self.t = time.perf_counter()
-
-            def __exit__(self, *exc):
-                dt = time.perf_counter() - self.t
-                timer.last[stage] = timer.last.get(stage, 0.0) + dt
-                timer.total[stage] += dt
-
-        return _Ctx()
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t
+            self.last[stage] = self.last.get(stage, 0.0) + dt
+            self.total[stage] += dt
 
 
 def _rejects(frame: pl.DataFrame, stage: str, run_id: str) -> pl.DataFrame:

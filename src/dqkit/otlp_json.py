@@ -1,9 +1,11 @@
 """Spans as data: build span records column-wise and write them as spec-correct OTLP/JSON.
 
-A span record frame has one row per span (see :data:`SPAN_SCHEMA`). Attributes are a list of
-``{key, s, i, b, d}`` structs, exactly one of the value fields set. DuckDB turns a whole frame
-into ``ExportTraceServiceRequest`` lines: hex ids, int64 as strings, integer enums — as the
-OTLP specification and the Collector's file exporter write them.
+A span record frame has one row per span (see :data:`SPAN_SCHEMA`). Attributes, span events and
+links are kept as rendered OTLP/JSON arrays (text), built by the helpers below with Polars
+string expressions — so turning a whole chunk's spans into ``ExportTraceServiceRequest`` lines
+is string concatenation in Rust, not per-span Python. Output follows the OTLP specification
+and the Collector's file exporter: hex ids, int64 as strings, integer enums. Untrusted strings
+are escaped by Polars' JSON encoder.
 """
 
 from __future__ import annotations
@@ -11,12 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-import duckdb
 import polars as pl
-
-ATTR = pl.Struct({"key": pl.String, "s": pl.String, "i": pl.Int64, "b": pl.Boolean, "d": pl.Float64})
-LINK = pl.Struct({"trace_id": pl.String, "span_id": pl.String, "attrs": pl.List(ATTR)})
-EVENT = pl.Struct({"name": pl.String, "time_ns": pl.Int64, "attrs": pl.List(ATTR)})
 
 SPAN_SCHEMA: dict[str, pl.DataType] = {
     "trace_id": pl.String,
@@ -28,45 +25,72 @@ SPAN_SCHEMA: dict[str, pl.DataType] = {
     "end_ns": pl.Int64,
     "status_code": pl.Int32,  # 0 unset, 1 ok, 2 error
     "status_message": pl.String,
-    "attrs": pl.List(ATTR),
-    "events": pl.List(EVENT),
-    "links": pl.List(LINK),
+    "attrs": pl.String,  # JSON array of KeyValue
+    "events": pl.String,  # JSON array of Span.Event
+    "links": pl.String,  # JSON array of Span.Link
 }
 
 KIND_INTERNAL, KIND_SERVER, KIND_PRODUCER, KIND_CONSUMER = 1, 2, 4, 5
 
 
+def _lit(x: pl.Expr | str) -> pl.Expr:
+    return pl.lit(x) if isinstance(x, str) else x
+
+
+def cat(*parts: pl.Expr | str) -> pl.Expr:
+    """Concatenate literal text and expressions; null if any expression is null."""
+    return pl.concat_str([_lit(p) for p in parts])
+
+
+def json_string(expr: pl.Expr) -> pl.Expr:
+    """``expr`` as a quoted, escaped JSON string (null stays null)."""
+    encoded = pl.struct(expr.cast(pl.String).alias("v")).struct.json_encode().str.slice(5).str.strip_suffix("}")
+    return pl.when(expr.is_not_null()).then(encoded)
+
+
+def _key(key: str) -> str:
+    return '{"key":' + json.dumps(key) + ',"value":{'
+
+
 def s(key: str, value: pl.Expr | str) -> pl.Expr:
-    """A string attribute."""
-    v = pl.lit(value) if isinstance(value, str) else value
-    return pl.struct(key=pl.lit(key), s=v.cast(pl.String), i=pl.lit(None, pl.Int64), b=pl.lit(None, pl.Boolean), d=pl.lit(None, pl.Float64))
+    """A string attribute (omitted where the value is null)."""
+    v = json_string(pl.lit(value)) if isinstance(value, str) else json_string(value)
+    return cat(_key(key) + '"stringValue":', v, "}}")
 
 
 def i(key: str, value: pl.Expr | int) -> pl.Expr:
-    """An int attribute."""
+    """An int attribute (int64 as a JSON string, per OTLP)."""
     v = pl.lit(value) if isinstance(value, int) else value
-    return pl.struct(key=pl.lit(key), s=pl.lit(None, pl.String), i=v.cast(pl.Int64), b=pl.lit(None, pl.Boolean), d=pl.lit(None, pl.Float64))
+    return cat(_key(key) + '"intValue":"', v.cast(pl.Int64).cast(pl.String), '"}}')
 
 
 def b(key: str, value: pl.Expr | bool) -> pl.Expr:
     """A bool attribute."""
     v = pl.lit(value) if isinstance(value, bool) else value
-    return pl.struct(key=pl.lit(key), s=pl.lit(None, pl.String), i=pl.lit(None, pl.Int64), b=v.cast(pl.Boolean), d=pl.lit(None, pl.Float64))
+    text = pl.when(v.cast(pl.Boolean)).then(pl.lit("true")).when(v.is_not_null()).then(pl.lit("false"))
+    return cat(_key(key) + '"boolValue":', text, "}}")
 
 
 def d(key: str, value: pl.Expr | float) -> pl.Expr:
-    """A double attribute."""
-    v = pl.lit(value) if isinstance(value, float) else value
-    return pl.struct(key=pl.lit(key), s=pl.lit(None, pl.String), i=pl.lit(None, pl.Int64), b=pl.lit(None, pl.Boolean), d=v.cast(pl.Float64))
+    """A double attribute (non-finite values are omitted: JSON cannot carry them)."""
+    v = (pl.lit(value) if isinstance(value, float) else value).cast(pl.Float64)
+    return cat(_key(key) + '"doubleValue":', pl.when(v.is_finite()).then(v.cast(pl.String)), "}}")
 
 
 def attrs(*items: pl.Expr) -> pl.Expr:
-    """A list-of-attributes column from :func:`s`, :func:`i`, :func:`b`, :func:`d` items."""
-    return pl.concat_list([x.cast(ATTR) for x in items]).alias("attrs")
+    """A JSON array of the non-null attributes among ``items``."""
+    return cat("[", pl.concat_str(list(items), separator=",", ignore_nulls=True).fill_null(""), "]").alias("attrs")
 
 
-def empty_spans() -> pl.DataFrame:
-    return pl.DataFrame(schema=SPAN_SCHEMA)
+def link(trace_id: pl.Expr, span_id: pl.Expr, *items: pl.Expr) -> pl.Expr:
+    """One link object (aggregate with ``str.join(",")`` and wrap in brackets)."""
+    return cat('{"traceId":"', trace_id, '","spanId":"', span_id, '","attributes":', attrs(*items), "}")
+
+
+def span_event(name: str, time_ns: pl.Expr, *items: pl.Expr) -> pl.Expr:
+    """One span event object."""
+    return cat('{"timeUnixNano":"', time_ns.cast(pl.String), '","name":' + json.dumps(name) + ',"attributes":',
+               attrs(*items), "}")
 
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
@@ -77,30 +101,26 @@ def conform(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(cols)
 
 
-_ATTR_JSON = """list_filter(list_transform(coalesce({col}, []), lambda a: CASE
-    WHEN a.s IS NOT NULL THEN json_object('key', a.key, 'value', json_object('stringValue', a.s))
-    WHEN a.i IS NOT NULL THEN json_object('key', a.key, 'value', json_object('intValue', a.i::VARCHAR))
-    WHEN a.b IS NOT NULL THEN json_object('key', a.key, 'value', json_object('boolValue', a.b))
-    WHEN a.d IS NOT NULL THEN json_object('key', a.key, 'value', json_object('doubleValue', a.d))
-    END), lambda x: x IS NOT NULL)"""
+def empty_spans() -> pl.DataFrame:
+    return pl.DataFrame(schema=SPAN_SCHEMA)
 
-_SPANS_SQL = f"""
-SELECT (row_number() OVER () - 1) // $per_line AS line_no, json_object(
-    'traceId', lower(trace_id), 'spanId', lower(span_id), 'parentSpanId', lower(coalesce(parent_span_id, '')),
-    'name', name, 'kind', kind,
-    'startTimeUnixNano', start_ns::VARCHAR, 'endTimeUnixNano', end_ns::VARCHAR,
-    'attributes', {_ATTR_JSON.format(col='attrs')},
-    'events', list_transform(coalesce(events, []), lambda e: json_object(
-        'timeUnixNano', e.time_ns::VARCHAR, 'name', e.name,
-        'attributes', {_ATTR_JSON.format(col='e.attrs')})),
-    'links', list_transform(coalesce(links, []), lambda l: json_object(
-        'traceId', lower(l.trace_id), 'spanId', lower(l.span_id),
-        'attributes', {_ATTR_JSON.format(col='l.attrs')})),
-    'status', CASE WHEN status_code = 2 THEN json_object('code', 2, 'message', coalesce(status_message, ''))
-                   ELSE json_object('code', coalesce(status_code, 0)) END
-) AS span
-FROM spans
-"""
+
+_SPAN_JSON = cat(
+    '{"traceId":"', pl.col("trace_id").str.to_lowercase(),
+    '","spanId":"', pl.col("span_id").str.to_lowercase(),
+    '","parentSpanId":"', pl.col("parent_span_id").fill_null("").str.to_lowercase(),
+    '","name":', json_string(pl.col("name")),
+    ',"kind":', pl.col("kind").fill_null(KIND_INTERNAL).cast(pl.String),
+    ',"startTimeUnixNano":"', pl.col("start_ns").cast(pl.String),
+    '","endTimeUnixNano":"', pl.col("end_ns").cast(pl.String),
+    '","attributes":', pl.col("attrs").fill_null("[]"),
+    ',"events":', pl.col("events").fill_null("[]"),
+    ',"links":', pl.col("links").fill_null("[]"),
+    ',"status":', pl.when(pl.col("status_code") == 2)
+    .then(cat('{"code":2,"message":', json_string(pl.col("status_message").fill_null("")), "}"))
+    .otherwise(cat('{"code":', pl.col("status_code").fill_null(0).cast(pl.String), "}")),
+    "}",
+)
 
 
 def _any_value(v: object) -> dict:
@@ -121,16 +141,14 @@ def span_lines(spans: pl.DataFrame, resource: dict[str, object], scope: tuple[st
     """OTLP/JSON ``ExportTraceServiceRequest`` lines for a span record frame."""
     if spans.is_empty():
         return []
-    con = duckdb.connect()
-    con.execute("SET threads = 1")
-    con.register("spans", conform(spans).to_arrow())
-    rows = con.sql(
-        "SELECT string_agg(span::VARCHAR, ',' ORDER BY rn) FROM (SELECT row_number() OVER () AS rn, * FROM ("
-        + _SPANS_SQL.replace("$per_line", str(int(per_line)))
-        + ")) GROUP BY line_no ORDER BY line_no"
-    ).fetchall()
-    con.close()
     head = '{"resourceSpans":[{"resource":' + resource_json(resource) + ',"scopeSpans":[{"scope":' + json.dumps(
         {"name": scope[0], "version": scope[1]}
     ) + ',"spans":['
-    return [head + body + "]}]}]}" for (body,) in rows]
+    bodies = (
+        conform(spans)
+        .select(_SPAN_JSON.alias("span"), (pl.int_range(pl.len()) // per_line).alias("line"))
+        .group_by("line", maintain_order=True)
+        .agg(pl.col("span").str.join(","))
+        .get_column("span")
+    )
+    return [head + body + "]}]}]}" for body in bodies.to_list()]

@@ -121,12 +121,11 @@ def readable_spans(frame: pl.DataFrame, resource: Mapping[str, object]) -> list:
     def ctx(t: str, s: str) -> SpanContext:
         return SpanContext(int(t, 16), int(s, 16), is_remote=False, trace_flags=flags)
 
-    def amap(items) -> dict:
+    def amap(text: str | None) -> dict:
         out = {}
-        for a in items or []:
-            v = next((a[k] for k in ("s", "i", "b", "d") if a[k] is not None), None)
-            if v is not None:
-                out[a["key"]] = v
+        for a in json.loads(text or "[]"):
+            (kind, v), = a["value"].items()
+            out[a["key"]] = int(v) if kind == "intValue" else v
         return out
 
     spans = []
@@ -137,8 +136,10 @@ def readable_spans(frame: pl.DataFrame, resource: Mapping[str, object]) -> list:
             parent=ctx(r["trace_id"], r["parent_span_id"]) if r["parent_span_id"] else None,
             resource=res,
             attributes=amap(r["attrs"]),
-            events=[Event(e["name"], amap(e["attrs"]), e["time_ns"]) for e in r["events"] or []],
-            links=[Link(ctx(link["trace_id"], link["span_id"]), amap(link["attrs"])) for link in r["links"] or []],
+            events=[Event(e["name"], amap(json.dumps(e["attributes"])), int(e["timeUnixNano"]))
+                    for e in json.loads(r["events"] or "[]")],
+            links=[Link(ctx(lk["traceId"], lk["spanId"]), amap(json.dumps(lk["attributes"])))
+                   for lk in json.loads(r["links"] or "[]")],
             kind=kinds.get(r["kind"], SpanKind.INTERNAL),
             status=Status(StatusCode.ERROR, r["status_message"]) if r["status_code"] == 2 else Status(StatusCode.UNSET),
             start_time=r["start_ns"],

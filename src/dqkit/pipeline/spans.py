@@ -13,7 +13,7 @@ import hashlib
 import polars as pl
 
 from dqkit.otlp_json import (
-    EVENT, KIND_CONSUMER, KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, LINK, attrs, b, conform, i, s,
+    KIND_CONSUMER, KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, attrs, b, cat, conform, d, i, link, s, span_event,
 )
 
 INGEST_SPANS = ("ingest", "validate", "dedup", "publish", "enrich", "profile", "geo", "session")
@@ -67,10 +67,10 @@ def ingest_spans(d: pl.DataFrame, queue_system: str, topic: str) -> pl.DataFrame
         i("ingestion.rejected_duplicate", pl.col("duplicate")),
         s("dqkit.input.format", pl.col("format")), b("dqkit.clock.inferred", pl.col("received_at").is_null()),
     ))
-    failures = pl.when(pl.col("invalid") > 0).then(pl.concat_list(pl.struct(
-        name=pl.lit("schema_validation_failures"), time_ns=pl.col("t_validated"),
-        attrs=attrs(i("invalid_count", pl.col("invalid")), s("sample_errors", pl.col("sample_errors"))),
-    ).cast(EVENT))).otherwise(pl.lit([], pl.List(EVENT)))
+    failures = pl.when(pl.col("invalid") > 0).then(cat("[", span_event(
+        "schema_validation_failures", pl.col("t_validated"),
+        i("invalid_count", pl.col("invalid")), s("sample_errors", pl.col("sample_errors")),
+    ), "]")).otherwise(pl.lit("[]"))
     validate = d.select(
         *_span("analytics.validate_batch", "trace_id", "sid_validate", "sid_ingest", "t_enter", "t_validated", KIND_INTERNAL,
                i("validation.valid_count", pl.col("received") - pl.col("invalid")),
@@ -127,17 +127,17 @@ def load_spans(loads: pl.DataFrame, inserts: pl.DataFrame, links: pl.DataFrame) 
     t_end, error``); ``links``: one row per (insert, delivery) (``insert_sid, ctx_trace,
     sid_enrich, batch_id, rows``).
     """
-    link_attrs = attrs(s("batch.id", pl.col("batch_id")), i("insert.row_count", pl.col("rows")))
-    per_insert = links.group_by("insert_sid").agg(
-        pl.struct(trace_id=pl.col("ctx_trace"), span_id=pl.col("sid_enrich"), attrs=link_attrs).cast(LINK).alias("links")
-    )
+    def wrap(x: pl.Expr) -> pl.Expr:
+        return cat("[", x.str.join(","), "]").alias("links")
+
+    per_insert = links.sort("insert_sid", "batch_id").group_by("insert_sid").agg(wrap(link(
+        pl.col("ctx_trace"), pl.col("sid_enrich"),
+        s("batch.id", pl.col("batch_id")), i("insert.row_count", pl.col("rows")),
+    )))
     per_load = (
         links.join(inserts.select("insert_sid", "load_sid"), on="insert_sid")
         .unique(["load_sid", "ctx_trace"]).sort("load_sid", "batch_id")
-        .group_by("load_sid").agg(
-            pl.struct(trace_id=pl.col("ctx_trace"), span_id=pl.col("sid_enrich"),
-                      attrs=attrs(s("batch.id", pl.col("batch_id")))).cast(LINK).alias("links")
-        )
+        .group_by("load_sid").agg(wrap(link(pl.col("ctx_trace"), pl.col("sid_enrich"), s("batch.id", pl.col("batch_id")))))
     )
     load = loads.join(per_load, on="load_sid", how="left").select(
         *_span("analytics.warehouse_load", "load_trace", "load_sid", None, "t_load", "t_load_end", KIND_INTERNAL,
@@ -152,9 +152,7 @@ def load_spans(loads: pl.DataFrame, inserts: pl.DataFrame, links: pl.DataFrame) 
     insert = inserts.join(per_insert, on="insert_sid", how="left").select(
         *_span("analytics.warehouse.insert", "load_trace", "insert_sid", "load_sid", "t_start", "t_end", KIND_INTERNAL,
                s("table.name", pl.col("table")), i("insert.row_count", pl.col("rows")),
-               b("insert.success", pl.col("success")), pl.struct(
-                   key=pl.lit("insert.duration_ms"), s=pl.lit(None, pl.String), i=pl.lit(None, pl.Int64),
-                   b=pl.lit(None, pl.Boolean), d=pl.col("duration_ms").cast(pl.Float64)),
+               b("insert.success", pl.col("success")), d("insert.duration_ms", pl.col("duration_ms")),
                i("insert.attempts", pl.col("attempts")), s("db.system.name", "duckdb")),
         pl.col("links"),
         pl.when(pl.col("success")).then(0).otherwise(2).cast(pl.Int32).alias("status_code"),

@@ -45,7 +45,7 @@ def main() -> None:
 @click.option("--telemetry", "-t", required=True, type=click.Path(path_type=Path), help="Folder for traces.jsonl and metrics.jsonl (OTLP/JSON lines).")
 @click.option("--profiles", type=click.Path(path_type=Path), help="User profiles: CSV or Parquet with user_id, country, segment, signup_date.")
 @click.option("--geoip", type=click.Path(path_type=Path), help="A MaxMind .mmdb file, or a directory of range tables (default: bundled IPFire data).")
-@click.option("--chunk-lines", default=2000, show_default=True, help="Client batches processed together (bounds memory).")
+@click.option("--chunk-lines", default=20_000, show_default=True, help="Client batches processed together (bounds memory; a chunk also ends after 64 MB of input).")
 @click.option("--load-interval", default=60.0, show_default=True, help="Warehouse load cadence in seconds, on the replay clock.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_interval, as_json) -> None:

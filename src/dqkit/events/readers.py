@@ -28,7 +28,8 @@ import pyarrow as pa
 from dqkit.errors import InputError
 from dqkit.events import schema
 
-DEFAULT_CHUNK_LINES = 2_000
+DEFAULT_CHUNK_LINES = 20_000
+CHUNK_BYTES = 64 * 1024 * 1024  # a chunk also ends after this much input text
 _PARQUET_BATCH_ROWS = 100
 
 
@@ -44,127 +45,123 @@ class RawChunk:
     """Bytes of the input consumed so far (for progress)."""
 
 
-def _s(doc: str, path: str) -> str:
-    """SQL for the string at ``path`` of ``doc``, NULL when absent or not a string."""
-    return f"CASE WHEN json_type({doc}, '{path}') = 'VARCHAR' THEN json_extract_string({doc}, '{path}') END"
+def _str(frag: str) -> str:
+    """SQL for a JSON fragment's string value, NULL when absent or not a string."""
+    return f"CASE WHEN json_type({frag}) = 'VARCHAR' THEN json_extract_string({frag}, '$') END"
 
 
-def _field(doc: str, path: str, name: str) -> str:
+def _field(frag: str, name: str) -> str:
     """SQL for a raw event field: its text and its JSON type, for validation to judge."""
-    return (
-        f"json_extract_string({doc}, '{path}') AS {name}, "
-        f"json_type({doc}, '{path}') AS {name}_type"
-    )
+    return f"json_extract_string({frag}, '$') AS {name}, json_type({frag}) AS {name}_type"
 
 
-def _ts(expr: str) -> str:
-    return f"try_cast({expr} AS TIMESTAMPTZ)"
+# Each document is parsed once: a multi-path json_extract returns the fragments we need, and
+# later expressions only look at those (small) fragments.
+_LINE_PATHS = ["$.batch_id", "$.received_at", "$.client", "$.events", "$.batch", "$.receivedAt", "$.sentAt",
+               "$.event_id", "$.event_type", "$.platform", "$.app_version", "$.sdk_version"]
+_EVENT_PATHS = ["$.event_id", "$.event_type", "$.user_id", "$.timestamp", "$.client_ip", "$.properties"]
+_SEG_PATHS = ["$.messageId", "$.type", "$.event", "$.userId", "$.anonymousId", "$.timestamp", "$.context",
+              "$.properties", "$.traits", "$.receivedAt"]
 
 
-_SEG_NAME = "lower(trim(regexp_replace(json_extract_string(ev, '$.event'), '[^A-Za-z0-9]+', '_', 'g'), '_'))"
+def _paths(paths: list[str]) -> str:
+    return "[" + ", ".join(f"'{p}'" for p in paths) + "]"
+
+
+_SEG_NAME = "lower(trim(regexp_replace(json_extract_string(q[3], '$'), '[^A-Za-z0-9]+', '_', 'g'), '_'))"
 
 _PARSE_SQL = f"""
-WITH src AS (
+WITH src AS MATERIALIZED (
     SELECT line_no, delivery_key, line,
            coalesce(decode_error, CASE WHEN json_valid(line) THEN NULL ELSE '{schema.MALFORMED_JSON}' END) AS err
     FROM lines
 ),
-good AS (SELECT line_no, delivery_key, line FROM src WHERE err IS NULL),
+parts AS (
+    -- CASE, not only WHERE: the planner may evaluate projections before filters.
+    SELECT line_no, delivery_key, line,
+           CASE WHEN err IS NULL AND starts_with(ltrim(line), '{{') THEN json_extract(line, {_paths(_LINE_PATHS)}) END AS p
+    FROM src WHERE err IS NULL AND starts_with(ltrim(line), '{{')
+),
 typed AS (
     SELECT *,
-        CASE WHEN json_type(line) <> 'OBJECT' THEN NULL
-             WHEN json_type(line, '$.events') = 'ARRAY' THEN 'native'
-             WHEN json_type(line, '$.batch') = 'ARRAY' THEN 'segment'
-             WHEN json_exists(line, '$.event_id') OR json_exists(line, '$.event_type') THEN 'flat'
-        END AS format
-    FROM good
+        CASE WHEN json_type(p[4]) = 'ARRAY' THEN 'native'
+             WHEN json_type(p[5]) = 'ARRAY' THEN 'segment'
+             WHEN p[8] IS NOT NULL OR p[9] IS NOT NULL THEN 'flat'
+        END AS format,
+        CASE WHEN json_type(p[4]) = 'ARRAY' THEN json_extract(p[4], '$[*]')
+             WHEN json_type(p[5]) = 'ARRAY' THEN json_extract(p[5], '$[*]') END AS evs
+    FROM parts
 ),
-deliveries AS (
-    SELECT delivery_key, line_no, format, line,
+deliveries AS MATERIALIZED (
+    SELECT delivery_key, line_no, format, line, evs,
         CASE format
             WHEN 'segment' THEN 'seg-' || left(delivery_key, 16)
-            ELSE coalesce({_s('line', '$.batch_id')}, 'anon-' || left(delivery_key, 16))
+            ELSE coalesce({_str('p[1]')}, 'anon-' || left(delivery_key, 16))
         END AS batch_id,
         CASE format
-            WHEN 'segment' THEN coalesce({_s('line', '$.receivedAt')}, {_s('line', '$.batch[0].receivedAt')}, {_s('line', '$.sentAt')})
-            ELSE {_s('line', '$.received_at')}
+            WHEN 'segment' THEN coalesce({_str('p[6]')}, {_str("json_extract(evs[1], '$.receivedAt')")}, {_str('p[7]')})
+            ELSE {_str('p[2]')}
         END AS received_at_raw,
         CASE format
-            WHEN 'native' THEN {_s('line', '$.client.platform')}
-            WHEN 'segment' THEN lower({_s('line', '$.batch[0].context.os.name')})
-            ELSE coalesce({_s('line', '$.platform')}, {_s('line', '$.client.platform')})
+            WHEN 'native' THEN {_str("json_extract(p[3], '$.platform')")}
+            WHEN 'segment' THEN lower({_str("json_extract(evs[1], '$.context.os.name')")})
+            ELSE coalesce({_str('p[10]')}, {_str("json_extract(p[3], '$.platform')")})
         END AS platform,
         CASE format
-            WHEN 'native' THEN {_s('line', '$.client.app_version')}
-            WHEN 'segment' THEN {_s('line', '$.batch[0].context.app.version')}
-            ELSE coalesce({_s('line', '$.app_version')}, {_s('line', '$.client.app_version')})
+            WHEN 'native' THEN {_str("json_extract(p[3], '$.app_version')")}
+            WHEN 'segment' THEN {_str("json_extract(evs[1], '$.context.app.version')")}
+            ELSE coalesce({_str('p[11]')}, {_str("json_extract(p[3], '$.app_version')")})
         END AS app_version,
         CASE format
-            WHEN 'native' THEN {_s('line', '$.client.sdk_version')}
-            WHEN 'segment' THEN {_s('line', '$.batch[0].context.library.version')}
-            ELSE coalesce({_s('line', '$.sdk_version')}, {_s('line', '$.client.sdk_version')})
+            WHEN 'native' THEN {_str("json_extract(p[3], '$.sdk_version')")}
+            WHEN 'segment' THEN {_str("json_extract(evs[1], '$.context.library.version')")}
+            ELSE coalesce({_str('p[12]')}, {_str("json_extract(p[3], '$.sdk_version')")})
         END AS sdk_version,
-        CASE format
-            WHEN 'native' THEN json_array_length(line, '$.events')
-            WHEN 'segment' THEN json_array_length(line, '$.batch')
-            ELSE 1
-        END AS event_count
+        CASE WHEN format = 'flat' THEN 1 ELSE len(evs) END AS event_count
     FROM typed WHERE format IS NOT NULL
 ),
 unreadable AS (
     SELECT s.delivery_key, s.line_no, s.line,
            coalesce(s.err, '{schema.NOT_A_BATCH}') AS line_error
-    FROM src s LEFT JOIN deliveries d USING (delivery_key)
-    WHERE d.delivery_key IS NULL
+    FROM src s ANTI JOIN deliveries d USING (delivery_key)
 ),
 native_events AS (
-    SELECT delivery_key, unnest(json_extract(line, '$.events[*]')) AS ev,
-           generate_subscripts(json_extract(line, '$.events[*]'), 1) - 1 AS event_index
-    FROM deliveries WHERE format = 'native'
+    SELECT delivery_key, ev, event_index, json_type(ev) AS event_json_type,
+           json_extract(ev, {_paths(_EVENT_PATHS)}) AS q
+    FROM (SELECT delivery_key, unnest(evs) AS ev, generate_subscripts(evs, 1) - 1 AS event_index
+          FROM deliveries WHERE format = 'native')
+    UNION ALL
+    SELECT delivery_key, line, 0, 'OBJECT', json_extract(line, {_paths(_EVENT_PATHS)})
+    FROM deliveries WHERE format = 'flat'
 ),
 segment_events AS (
-    SELECT delivery_key, unnest(json_extract(line, '$.batch[*]')) AS ev,
-           generate_subscripts(json_extract(line, '$.batch[*]'), 1) - 1 AS event_index
-    FROM deliveries WHERE format = 'segment'
+    SELECT delivery_key, ev, event_index, json_type(ev) AS event_json_type,
+           json_extract(ev, {_paths(_SEG_PATHS)}) AS q
+    FROM (SELECT delivery_key, unnest(evs) AS ev, generate_subscripts(evs, 1) - 1 AS event_index
+          FROM deliveries WHERE format = 'segment')
 ),
-events AS (
-    SELECT n.delivery_key, n.event_index, json_type(n.ev) AS event_json_type,
-        {_field('n.ev', '$.event_id', 'event_id')},
-        {_field('n.ev', '$.event_type', 'event_type')},
-        {_field('n.ev', '$.user_id', 'user_id')},
-        {_field('n.ev', '$.timestamp', 'timestamp')},
-        {_s('n.ev', '$.client_ip')} AS client_ip,
-        json_extract(n.ev, '$.properties')::VARCHAR AS properties,
+events AS MATERIALIZED (
+    SELECT delivery_key, event_index, event_json_type,
+        {_field('q[1]', 'event_id')}, {_field('q[2]', 'event_type')}, {_field('q[3]', 'user_id')},
+        {_field('q[4]', 'timestamp')}, {_str('q[5]')} AS client_ip, q[6]::VARCHAR AS properties,
         NULL::VARCHAR AS segment_type,
         NULL::VARCHAR AS ev_platform, NULL::VARCHAR AS ev_app_version, NULL::VARCHAR AS ev_sdk_version,
-        n.ev::VARCHAR AS raw
-    FROM native_events n
+        ev::VARCHAR AS raw
+    FROM native_events
     UNION ALL
-    SELECT delivery_key, 0, 'OBJECT',
-        {_field('line', '$.event_id', 'event_id')},
-        {_field('line', '$.event_type', 'event_type')},
-        {_field('line', '$.user_id', 'user_id')},
-        {_field('line', '$.timestamp', 'timestamp')},
-        {_s('line', '$.client_ip')},
-        json_extract(line, '$.properties')::VARCHAR,
-        NULL, NULL, NULL, NULL,
-        line
-    FROM deliveries WHERE format = 'flat'
-    UNION ALL
-    SELECT delivery_key, event_index, json_type(ev),
-        {_field('ev', '$.messageId', 'event_id')},
-        CASE WHEN {_s('ev', '$.type')} = 'track'
-             THEN CASE WHEN json_type(ev, '$.event') = 'VARCHAR' THEN {_SEG_NAME} END
-             ELSE {_s('ev', '$.type')} END,
-        CASE WHEN {_s('ev', '$.type')} = 'track' THEN json_type(ev, '$.event') ELSE json_type(ev, '$.type') END,
-        coalesce(json_extract_string(ev, '$.userId'), json_extract_string(ev, '$.anonymousId')),
-        coalesce(json_type(ev, '$.userId'), json_type(ev, '$.anonymousId')),
-        {_field('ev', '$.timestamp', 'timestamp')},
-        {_s('ev', '$.context.ip')},
-        coalesce(json_extract(ev, '$.properties'), json_extract(ev, '$.traits'))::VARCHAR,
-        coalesce({_s('ev', '$.type')}, 'missing'),
-        lower({_s('ev', '$.context.os.name')}), {_s('ev', '$.context.app.version')},
-        {_s('ev', '$.context.library.version')},
+    SELECT delivery_key, event_index, event_json_type,
+        {_field('q[1]', 'event_id')},
+        CASE WHEN {_str('q[2]')} = 'track'
+             THEN CASE WHEN json_type(q[3]) = 'VARCHAR' THEN {_SEG_NAME} END
+             ELSE {_str('q[2]')} END,
+        CASE WHEN {_str('q[2]')} = 'track' THEN json_type(q[3]) ELSE json_type(q[2]) END,
+        json_extract_string(coalesce(q[4], q[5]), '$'), json_type(coalesce(q[4], q[5])),
+        {_field('q[6]', 'timestamp')},
+        {_str("json_extract(q[7], '$.ip')")},
+        coalesce(q[8], q[9])::VARCHAR,
+        coalesce({_str('q[2]')}, 'missing'),
+        lower({_str("json_extract(q[7], '$.os.name')")}), {_str("json_extract(q[7], '$.app.version')")},
+        {_str("json_extract(q[7], '$.library.version')")},
         ev::VARCHAR
     FROM segment_events
 )
@@ -197,7 +194,6 @@ class _Parser:
     def __init__(self) -> None:
         self._con = duckdb.connect()
         self._con.execute("SET TimeZone = 'UTC'")
-        self._con.execute("SET threads = 1")
 
     def parse(self, line_nos: list[int], keys: list[str], texts: list[str], errors: list[str | None]) -> tuple[pl.DataFrame, pl.DataFrame]:
         lines = pa.table(  # noqa: F841 - read by name in the SQL
@@ -260,10 +256,13 @@ def iter_ndjson(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[
     kbuf: list[str] = []
     texts: list[str] = []
     errors: list[str | None] = []
+    size = 0
 
     def flush() -> RawChunk:
+        nonlocal size
         d, e = parser.parse(line_nos, kbuf, texts, errors)
         line_nos.clear(); kbuf.clear(); texts.clear(); errors.clear()  # noqa: E702
+        size = 0
         return RawChunk(d, e, raw.tell())
 
     try:
@@ -291,7 +290,8 @@ def iter_ndjson(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[
             except UnicodeDecodeError:
                 texts.append(body.decode("utf-8", errors="backslashreplace"))
                 errors.append(schema.INVALID_UTF8)
-            if len(line_nos) >= chunk_lines:
+            size += len(body)
+            if len(line_nos) >= chunk_lines or size >= CHUNK_BYTES:
                 yield flush()
         if line_nos:
             yield flush()

@@ -1,64 +1,190 @@
-"""Load OTLP/JSON span exports (one export request per line) into DuckDB tables.
+"""Load OTLP/JSON span exports into DuckDB tables (and Polars frames on request).
 
-Tables: ``spans`` (ids lower-cased hex, times as HUGEINT nanoseconds, attributes as a
-``MAP(VARCHAR, VARCHAR)``) and ``span_links``. The work happens in DuckDB's JSON reader, so a
-large export is never turned into Python objects span by span.
+Reads what the OTLP specification lets writers produce, not only dqkit's own files:
+
+* one ``ExportTraceServiceRequest`` per line (the Collector's file exporter), or whole
+  pretty-printed requests, several files at once;
+* trace and span ids as hex in any case, or as base64 (protobuf's generic JSON mapping);
+  empty or all-zero ids become NULL;
+* int64 fields as strings or as bare numbers (exact beyond 2^53);
+* enums as integers or names (``SPAN_KIND_SERVER``, ``STATUS_CODE_ERROR``);
+* unknown fields are ignored; attribute values of every type are kept as text.
+
+Tables: ``spans`` (ids, name, kind, start/end ns as BIGINT, status, ``attrs`` MAP(VARCHAR,
+VARCHAR), ``resource_id``), ``span_events``, ``span_links`` and ``span_resources``. Spans seen
+twice (the same trace and span id, e.g. a file exported again) are kept once. All the work
+happens in DuckDB, so millions of spans never become Python objects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from dqkit.errors import InputError
 
-_ATTRS = """map_from_entries(list_transform(coalesce(json_extract({src}, '$.attributes[*]'), []), lambda a: struct_pack(
-    k := json_extract_string(a, '$.key'),
-    v := coalesce(json_extract_string(a, '$.value.stringValue'), json_extract_string(a, '$.value.intValue'),
-                  json_extract_string(a, '$.value.boolValue'), json_extract_string(a, '$.value.doubleValue')))))"""
+_MACROS = """
+CREATE OR REPLACE MACRO otlp_id(x, nbytes) AS (
+    CASE WHEN x IS NULL OR x = '' THEN NULL
+         WHEN length(x) = 2 * nbytes AND regexp_full_match(x, '[0-9A-Fa-f]+') THEN nullif(lower(x), repeat('0', 2 * nbytes))
+         ELSE nullif(lower(hex(try(from_base64(x)))), repeat('0', 2 * nbytes)) END);
+CREATE OR REPLACE MACRO otlp_kind(x) AS (
+    CASE WHEN x IS NULL THEN 0
+         WHEN regexp_full_match(x, '[0-9]+') THEN x::INTEGER
+         ELSE CASE upper(x) WHEN 'SPAN_KIND_INTERNAL' THEN 1 WHEN 'SPAN_KIND_SERVER' THEN 2 WHEN 'SPAN_KIND_CLIENT' THEN 3
+                            WHEN 'SPAN_KIND_PRODUCER' THEN 4 WHEN 'SPAN_KIND_CONSUMER' THEN 5 ELSE 0 END END);
+CREATE OR REPLACE MACRO otlp_status(x) AS (
+    CASE WHEN x IS NULL THEN 0
+         WHEN regexp_full_match(x, '[0-9]+') THEN x::INTEGER
+         ELSE CASE upper(x) WHEN 'STATUS_CODE_OK' THEN 1 WHEN 'STATUS_CODE_ERROR' THEN 2 ELSE 0 END END);
+CREATE OR REPLACE MACRO otlp_attrs(list_json) AS (
+    map_from_entries(list_transform(
+        list_filter(coalesce(list_json, []), lambda a: json_extract_string(a, '$.key') IS NOT NULL),
+        lambda a: struct_pack(
+            k := json_extract_string(a, '$.key'),
+            v := coalesce(
+                json_extract_string(a, '$.value.stringValue'), json_extract_string(a, '$.value.intValue'),
+                json_extract_string(a, '$.value.boolValue'), json_extract_string(a, '$.value.doubleValue'),
+                json_extract_string(a, '$.value.bytesValue'),
+                json_extract(a, '$.value.arrayValue')::VARCHAR, json_extract(a, '$.value.kvlistValue')::VARCHAR)))));
+"""
 
 
-def load_spans(paths: str | Path | Sequence[str | Path], con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
-    """Read span files into ``spans`` and ``span_links`` tables of ``con`` (a new in-memory
-    connection by default) and return it."""
-    files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
-    files = [f / "traces.jsonl" if f.is_dir() else f for f in files]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise InputError(f"span export(s) not found: {missing}; pass traces.jsonl files or the telemetry folder")
+def _files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    items = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    files: list[Path] = []
+    for p in items:
+        if p.is_dir():
+            found = sorted(p.glob("traces*.json*"))
+            if not found:
+                raise InputError(f"no traces*.json or traces*.jsonl files in {str(p)!r}")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"span export {str(p)!r} not found; pass OTLP/JSON files or a telemetry folder")
+    return files
+
+
+@dataclass
+class SpanData:
+    """Loaded spans: DuckDB tables on ``con``, Polars frames on demand."""
+
+    con: duckdb.DuckDBPyConnection
+
+    def frame(self, table: str) -> pl.DataFrame:
+        return self.con.sql(f"SELECT * FROM {table}").pl()
+
+    @property
+    def spans(self) -> pl.DataFrame:
+        """One row per span; ``attrs`` as a list of key/value structs."""
+        return self.frame("spans")
+
+    @property
+    def events(self) -> pl.DataFrame:
+        return self.frame("span_events")
+
+    @property
+    def links(self) -> pl.DataFrame:
+        return self.frame("span_links")
+
+    @property
+    def resources(self) -> pl.DataFrame:
+        return self.frame("span_resources")
+
+    def flat(self, name: str | None = None) -> pl.DataFrame:
+        """Spans (optionally of one name) with each attribute as its own text column."""
+        where = "" if name is None else " WHERE name = '" + name.replace("'", "''") + "'"
+        base = self.con.sql(
+            "SELECT trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, "
+            f"map_keys(attrs) AS k, map_values(attrs) AS v FROM spans{where}"
+        ).pl()
+        if base.is_empty():
+            return base.drop("k", "v")
+        keyed = base.with_row_index("_r").explode("k", "v")
+        wide = keyed.filter(pl.col("k").is_not_null()).pivot(on="k", index="_r", values="v", aggregate_function="first")
+        return base.with_row_index("_r").drop("k", "v").join(wide, on="_r", how="left").drop("_r")
+
+
+def load_spans(paths: str | Path | Sequence[str | Path], con: duckdb.DuckDBPyConnection | None = None) -> SpanData:
+    """Read OTLP/JSON span exports into ``spans``, ``span_events``, ``span_links`` and
+    ``span_resources`` tables of ``con`` (a new in-memory database by default)."""
+    files = _files(paths)
     con = con or duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
+    con.execute(_MACROS)
     listing = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _raw_spans AS
-        SELECT unnest(json_extract(json, '$.resourceSpans[*].scopeSpans[*].spans[*]')) AS span
-        FROM read_ndjson_objects({listing}, maximum_object_size = 1073741824)
+    try:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _doc AS
+            SELECT row_number() OVER () AS doc_id, json,
+                   json_array_length(json, '$.resourceSpans') AS n_rs,
+                   json_array_length(json, '$.resourceSpans[0].scopeSpans') AS n_ss
+            FROM read_json_objects({listing}, format = 'auto', maximum_object_size = 2147483647)
+        """)
+    except duckdb.Error as exc:
+        raise InputError(f"span export is not OTLP/JSON: {str(exc).splitlines()[0]}") from exc
+    # The usual request has one resource and one scope: take its spans with one path
+    # (one parse of the document). Others are taken apart level by level.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _rs AS
+        SELECT doc_id * 1000000 AS resource_id, json_extract(json, '$.resourceSpans[0]') AS rs, true AS simple
+        FROM _doc WHERE n_rs = 1 AND n_ss <= 1
+        UNION ALL
+        SELECT doc_id * 1000000 + row_number() OVER (PARTITION BY doc_id), rs, false
+        FROM (SELECT doc_id, unnest(json_extract(json, '$.resourceSpans[*]')) AS rs FROM _doc WHERE NOT (n_rs = 1 AND n_ss <= 1))
     """)
-    con.execute(f"""
+    con.execute("""
+        CREATE OR REPLACE TABLE span_resources AS
+        SELECT resource_id, otlp_attrs(json_extract(rs, '$.resource.attributes[*]')) AS attrs FROM _rs
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _ss AS
+        SELECT d.doc_id * 1000000 AS resource_id, json_extract_string(d.json, '$.resourceSpans[0].scopeSpans[0].scope.name') AS scope_name,
+               json_extract(d.json, '$.resourceSpans[0].scopeSpans[0].spans[*]') AS spans
+        FROM _doc d WHERE n_rs = 1 AND n_ss <= 1
+        UNION ALL
+        SELECT resource_id, json_extract_string(ss, '$.scope.name'), json_extract(ss, '$.spans[*]')
+        FROM (SELECT resource_id, unnest(json_extract(rs, '$.scopeSpans[*]')) AS ss FROM _rs WHERE NOT simple)
+    """)
+    con.execute("DROP TABLE _doc")
+    con.execute("CREATE OR REPLACE TEMP TABLE _raw AS SELECT resource_id, scope_name, unnest(spans) AS span FROM _ss")
+    con.execute("DROP TABLE _ss")
+    con.execute("""
         CREATE OR REPLACE TABLE spans AS
         SELECT DISTINCT ON (trace_id, span_id) * FROM (
-            SELECT lower(json_extract_string(span, '$.traceId')) AS trace_id,
-                   lower(json_extract_string(span, '$.spanId')) AS span_id,
-                   nullif(lower(json_extract_string(span, '$.parentSpanId')), '') AS parent_span_id,
-                   json_extract_string(span, '$.name') AS name,
-                   json_extract_string(span, '$.kind') AS kind,
-                   json_extract_string(span, '$.startTimeUnixNano')::HUGEINT AS start_ns,
-                   json_extract_string(span, '$.endTimeUnixNano')::HUGEINT AS end_ns,
-                   coalesce(json_extract_string(span, '$.status.code'), '0') AS status_code,
-                   {_ATTRS.format(src='span')} AS attrs,
-                   span
-            FROM _raw_spans)
+            SELECT otlp_id(q[1], 16) AS trace_id, otlp_id(q[2], 8) AS span_id, otlp_id(q[3], 8) AS parent_span_id,
+                   q[4] AS name, otlp_kind(q[5]) AS kind,
+                   try_cast(q[6] AS BIGINT) AS start_ns, try_cast(q[7] AS BIGINT) AS end_ns, otlp_status(q[8]) AS status_code,
+                   q[9] AS status_message,
+                   otlp_attrs(json_extract(span, '$.attributes[*]')) AS attrs,
+                   scope_name, resource_id, span
+            FROM (SELECT *, json_extract_string(span, ['$.traceId', '$.spanId', '$.parentSpanId', '$.name', '$.kind',
+                          '$.startTimeUnixNano', '$.endTimeUnixNano', '$.status.code', '$.status.message']) AS q
+                  FROM _raw))
+        WHERE trace_id IS NOT NULL AND span_id IS NOT NULL
     """)
-    con.execute(f"""
+    con.execute("""
+        CREATE OR REPLACE TABLE span_events AS
+        SELECT trace_id, span_id, name AS span_name, json_extract_string(e, '$.name') AS name,
+               try_cast(json_extract_string(e, '$.timeUnixNano') AS BIGINT) AS time_ns,
+               otlp_attrs(json_extract(e, '$.attributes[*]')) AS attrs
+        FROM (SELECT trace_id, span_id, name, unnest(json_extract(span, '$.events[*]')) AS e FROM spans)
+    """)
+    con.execute("""
         CREATE OR REPLACE TABLE span_links AS
         SELECT trace_id, span_id, name,
-               lower(json_extract_string(link, '$.traceId')) AS link_trace_id,
-               lower(json_extract_string(link, '$.spanId')) AS link_span_id,
-               {_ATTRS.format(src='link')} AS attrs
-        FROM (SELECT trace_id, span_id, name, unnest(json_extract(span, '$.links[*]')) AS link FROM spans)
+               otlp_id(json_extract_string(l, '$.traceId'), 16) AS link_trace_id,
+               otlp_id(json_extract_string(l, '$.spanId'), 8) AS link_span_id,
+               otlp_attrs(json_extract(l, '$.attributes[*]')) AS attrs
+        FROM (SELECT trace_id, span_id, name, unnest(json_extract(span, '$.links[*]')) AS l FROM spans)
     """)
-    con.execute("DROP TABLE _raw_spans")
-    return con
+    con.execute("ALTER TABLE spans DROP COLUMN span")
+    con.execute("DROP TABLE _raw")
+    con.execute("DROP TABLE _rs")
+    return SpanData(con)

@@ -1,3 +1,22 @@
 """dqkit: find out whether a metric drop is real or the pipeline's fault."""
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "load_spans", "reconcile", "replay"]
+
+
+def __getattr__(name: str):
+    # Imported lazily: `import dqkit` stays cheap for the CLI and the notebooks.
+    if name == "replay":
+        from dqkit.pipeline.run import replay
+
+        return replay
+    if name == "load_spans":
+        from dqkit.investigate.spans import load_spans
+
+        return load_spans
+    if name == "reconcile":
+        from dqkit.investigate.reconcile import reconcile
+
+        return reconcile
+    raise AttributeError(name)

@@ -143,5 +143,66 @@ def generate(out, events, users, days, seed) -> None:
     click.echo(f"{s.events_path} ({s.batches:,} batches, {s.events:,} events); {s.profiles_path}")
 
 
+def _duration(text: str) -> "timedelta":
+    from datetime import timedelta
+
+    import re
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a duration; use e.g. 90s, 30m, 2h or 1d")
+    return timedelta(seconds=float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
+
+
+@main.command()
+@click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
+@click.option("--spans", "-s", "spans", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="OTLP/JSON span export (file or telemetry folder); repeat for several.")
+@click.option("--as-of", help="The moment to reconcile at (ISO-8601, UTC); default: the end of the last span.")
+@click.option("--flight-window", default="1h", show_default=True,
+              help="Unloaded events of batches this recent (before --as-of) count as in flight, not lost.")
+@click.option("--json", "as_json", is_flag=True, help="Print totals and findings as JSON.")
+def reconcile(warehouse, spans, as_of, flight_window, as_json) -> None:
+    """Compare what the spans say was loaded with what the warehouse holds.
+
+    Every difference is classified: silent loss (spans say loaded, rows missing), never loaded,
+    over-count, dead-lettered, or still in flight. Exits 0; check "unexplained" and the findings.
+    """
+    from datetime import UTC, datetime
+
+    from dqkit.investigate.reconcile import reconcile as run
+
+    try:
+        window = _duration(flight_window)
+        when = None
+        if as_of:
+            try:
+                when = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+            except ValueError:
+                raise click.BadParameter(f"--as-of {as_of!r} is not ISO-8601, e.g. 2026-11-20T23:59:59Z") from None
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        if not Path(warehouse).is_file():
+            raise DqkitError(f"warehouse {str(warehouse)!r} does not exist; pass the DuckDB file a replay wrote")
+        result = run(warehouse, list(spans), as_of=when, flight_window=window)
+    except (DqkitError, click.BadParameter) as exc:
+        _fail(exc)
+    doc = result.to_dict()
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    t = doc["totals"]
+    click.echo(f"Reconciled at {doc['as_of']} ({len(result.batches):,} batches)")
+    for k in ("received", "invalid", "duplicate", "warehouse_rows", "dead_lettered", "in_flight", "never_loaded",
+              "silent_loss", "over_count", "unexplained"):
+        click.echo(f"  {k.replace('_', ' '):<22}{t[k]:>12,}")
+    if not doc["findings"]:
+        click.echo("No differences between spans and warehouse.")
+    for f in doc["findings"]:
+        segs = ", ".join(f"{s['platform']} {s['app_version']} ({s['events']:,})" for s in f["segments"])
+        tables = f" in {', '.join(f['tables'])}" if f["tables"] else ""
+        click.echo(f"- {f['class'].replace('_', ' ')}: {f['events']:,} events in {f['batches']:,} batches{tables}, "
+                   f"{f['window']['start']} .. {f['window']['end']}; most in {segs}")
+
+
 if __name__ == "__main__":
     main()

@@ -75,6 +75,8 @@ class SpanData:
     """Loaded spans: DuckDB tables on ``con``, Polars frames on demand."""
 
     con: duckdb.DuckDBPyConnection
+    unusable_spans: int = 0
+    """Spans without a valid trace or span id (not joinable to anything; counted, not kept)."""
 
     def frame(self, table: str) -> pl.DataFrame:
         return self.con.sql(f"SELECT * FROM {table}").pl()
@@ -184,7 +186,10 @@ def load_spans(paths: str | Path | Sequence[str | Path], con: duckdb.DuckDBPyCon
                otlp_attrs(json_extract(l, '$.attributes[*]')) AS attrs
         FROM (SELECT trace_id, span_id, name, unnest(json_extract(span, '$.links[*]')) AS l FROM spans)
     """)
+    unusable = con.sql(
+        "SELECT count(*) FROM _raw WHERE otlp_id(json_extract_string(span, '$.traceId'), 16) IS NULL "
+        "OR otlp_id(json_extract_string(span, '$.spanId'), 8) IS NULL").fetchall()[0][0]
     con.execute("ALTER TABLE spans DROP COLUMN span")
     con.execute("DROP TABLE _raw")
     con.execute("DROP TABLE _rs")
-    return SpanData(con)
+    return SpanData(con, unusable)

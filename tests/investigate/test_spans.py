@@ -1,0 +1,111 @@
+"""The span loader reads any OTLP/JSON the specification allows, not only dqkit's own."""
+
+import base64
+import json
+
+import pytest
+
+from dqkit.errors import InputError
+from dqkit.investigate.ledger import batch_ledger, table_ledger
+from dqkit.investigate.spans import load_spans
+
+TRACE = "5B8EFFF798038103D269B633813FC60C"
+BIG = 1795168830000000001  # above 2**53: must survive exactly
+
+
+def _span(**kw):
+    s = {"traceId": TRACE, "spanId": "EEE19B7EC3C1B174", "parentSpanId": "", "name": "analytics.ingest_batch",
+         "kind": "SPAN_KIND_SERVER", "startTimeUnixNano": BIG, "endTimeUnixNano": str(BIG + 500),
+         "attributes": [{"key": "batch.id", "value": {"stringValue": "b-1"}},
+                        {"key": "batch.event_count", "value": {"intValue": 3}},
+                        {"key": "tags", "value": {"arrayValue": {"values": [{"stringValue": "a"}]}}}],
+         "status": {"code": "STATUS_CODE_ERROR", "message": "boom"}, "someFutureField": {"x": 1}}
+    s.update(kw)
+    return s
+
+
+def _request(spans, service="ingest", scope="analytics.ingestion"):
+    return {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+                               "scopeSpans": [{"scope": {"name": scope}, "spans": spans}]}]}
+
+
+def test_edge_cases_of_the_otlp_json_encoding(tmp_path):
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text(json.dumps(_request([_span()]), indent=2))
+    b64 = lambda h: base64.b64encode(bytes.fromhex(h)).decode()  # noqa: E731
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text("\n".join(json.dumps(r) for r in [
+        _request([_span(traceId=b64("0af7651916cd43dd8448eb211c80319c"), spanId=b64("b7ad6b7169203331"),
+                        parentSpanId=b64("00f067aa0ba902b7"), name="child", kind=5,
+                        startTimeUnixNano="10", endTimeUnixNano="20", status={})]),
+        _request([_span(traceId="", spanId="0000000000000001", name="no-trace"),
+                  _span(traceId="00000000000000000000000000000000", spanId="0000000000000002", name="zero-trace")]),
+        {"resourceSpans": []},
+    ]) + "\n")
+    sd = load_spans([pretty, lines])
+    rows = {r["name"]: r for r in sd.spans.iter_rows(named=True)}
+    assert set(rows) == {"analytics.ingest_batch", "child"}
+    assert sd.unusable_spans == 2
+    top = rows["analytics.ingest_batch"]
+    assert top["trace_id"] == TRACE.lower() and top["span_id"] == "eee19b7ec3c1b174"
+    assert top["parent_span_id"] is None
+    assert (top["start_ns"], top["end_ns"]) == (BIG, BIG + 500)
+    assert (top["kind"], top["status_code"], top["status_message"]) == (2, 2, "boom")
+    attrs = dict(top["attrs"])
+    assert attrs["batch.event_count"] == "3" and attrs["batch.id"] == "b-1"
+    assert json.loads(attrs["tags"]) == {"values": [{"stringValue": "a"}]}
+    child = rows["child"]
+    assert (child["trace_id"], child["span_id"], child["parent_span_id"]) == (
+        "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "00f067aa0ba902b7")
+    assert (child["kind"], child["status_code"]) == (5, 0)
+    res = {r["resource_id"]: dict(r["attrs"]) for r in sd.resources.iter_rows(named=True)}
+    assert {a["service.name"] for a in res.values()} == {"ingest"}
+    flat = sd.flat("analytics.ingest_batch")
+    assert flat["batch.id"].to_list() == ["b-1"]
+
+
+def test_several_resources_and_scopes_in_one_request(tmp_path):
+    doc = {"resourceSpans": [
+        {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "a"}}]},
+         "scopeSpans": [{"scope": {"name": "s1"}, "spans": [_span(spanId="0000000000000001", name="x")]},
+                        {"scope": {"name": "s2"}, "spans": [_span(spanId="0000000000000002", name="y")]}]},
+        {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "b"}}]},
+         "scopeSpans": [{"scope": {"name": "s3"}, "spans": [_span(spanId="0000000000000003", name="z")]}]}]}
+    f = tmp_path / "multi.json"
+    f.write_text(json.dumps(doc))
+    sd = load_spans(f)
+    got = sd.con.sql("SELECT s.name, s.scope_name, r.attrs['service.name'] FROM spans s JOIN span_resources r "
+                     "USING (resource_id) ORDER BY 1").fetchall()
+    assert got == [("x", "s1", "a"), ("y", "s2", "a"), ("z", "s3", "b")]
+
+
+def test_reference_design_shaped_spans(tmp_path):
+    """Per-event enrich spans and insert spans without links, as the reference article emits."""
+    ingest = _span(attributes=[{"key": "batch.id", "value": {"stringValue": "b-1"}},
+                               {"key": "batch.event_count", "value": {"intValue": "4"}},
+                               {"key": "ingestion.accepted", "value": {"intValue": "3"}},
+                               {"key": "ingestion.rejected", "value": {"intValue": "1"}}], status={})
+    validate = _span(spanId="0000000000000011", name="analytics.validate_batch", parentSpanId="EEE19B7EC3C1B174",
+                     attributes=[{"key": "validation.invalid_count", "value": {"intValue": "1"}}], status={})
+    enrich = [_span(traceId=f"{n:032x}", spanId="00000000000000a1", name="analytics.enrich", status={},
+                    attributes=[{"key": "event.type", "value": {"stringValue": "view"}}]) for n in range(1, 4)]
+    insert = _span(traceId="ff" * 16, spanId="00000000000000b1", name="analytics.warehouse.insert", status={},
+                   attributes=[{"key": "table.name", "value": {"stringValue": "events_view"}},
+                               {"key": "insert.row_count", "value": {"intValue": "3"}},
+                               {"key": "insert.success", "value": {"boolValue": True}}])
+    f = tmp_path / "ref.jsonl"
+    f.write_text(json.dumps(_request([ingest, validate, *enrich, insert])) + "\n")
+    sd = load_spans(f)
+    led = batch_ledger(sd).row(0, named=True)
+    assert (led["received"], led["invalid"], led["duplicate"], led["published"]) == (4, 1, 0, 3)
+    assert led["loaded"] is None, "no per-batch links: loaded per batch is unknown, not zero"
+    assert table_ledger(sd).select("table_name", "loaded").rows() == [("events_view", 3)]
+
+
+def test_missing_or_bad_exports_are_clear_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_spans(tmp_path / "nope.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("this is not json\n")
+    with pytest.raises(InputError, match="not OTLP/JSON"):
+        load_spans(bad)

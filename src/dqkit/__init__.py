@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_spans", "reconcile", "replay"]
+__all__ = ["__version__", "charts", "load_spans", "reconcile", "replay"]
 
 
 def __getattr__(name: str):
@@ -19,4 +19,8 @@ def __getattr__(name: str):
         from dqkit.investigate.reconcile import reconcile
 
         return reconcile
+    if name == "charts":
+        from dqkit.investigate import charts
+
+        return charts
     raise AttributeError(name)

@@ -137,7 +137,7 @@ def resource_json(attributes: dict[str, object]) -> str:
     return json.dumps({"attributes": [{"key": k, "value": _any_value(v)} for k, v in sorted(attributes.items())]})
 
 
-def span_lines(spans: pl.DataFrame, resource: dict[str, object], scope: tuple[str, str], per_line: int = 5_000) -> Iterable[str]:
+def span_lines(spans: pl.DataFrame, resource: dict[str, object], scope: tuple[str, str], per_line: int = 2_000) -> Iterable[str]:
     """OTLP/JSON ``ExportTraceServiceRequest`` lines for a span record frame."""
     if spans.is_empty():
         return []

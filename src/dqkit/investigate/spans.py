@@ -18,14 +18,19 @@ happens in DuckDB, so millions of spans never become Python objects.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+import json
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
-from dqkit.errors import InputError
+from dqkit.errors import DqkitError, InputError
 
 _MACROS = """
 CREATE OR REPLACE MACRO otlp_id(x, nbytes) AS (
@@ -52,6 +57,9 @@ CREATE OR REPLACE MACRO otlp_attrs(list_json) AS (
                 json_extract_string(a, '$.value.bytesValue'),
                 json_extract(a, '$.value.arrayValue')::VARCHAR, json_extract(a, '$.value.kvlistValue')::VARCHAR)))));
 """
+
+
+MAX_REQUEST_BYTES = 64 * 1024 * 1024  # largest single export request (one JSON document); the reader buffers a few of these
 
 
 def _files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -112,71 +120,147 @@ class SpanData:
         return base.with_row_index("_r").drop("k", "v").join(wide, on="_r", how="left").drop("_r")
 
 
-def load_spans(paths: str | Path | Sequence[str | Path], con: duckdb.DuckDBPyConnection | None = None) -> SpanData:
+def _document_batches(path: Path, con: duckdb.DuckDBPyConnection) -> Iterator[pa.Table]:
+    """Export requests of ``path`` as Arrow tables of at most ~``MAX_REQUEST_BYTES`` of JSON.
+
+    JSON-lines files (the Collector's file exporter) are batched line by line, so memory stays
+    bounded however large the file; other files (pretty-printed requests) go through DuckDB's
+    JSON reader whole.
+    """
+    with open(path, "rb") as fh:
+        first = next((line for line in fh if line.strip()), b"")
+    try:
+        json.loads(first)
+        lines_format = True
+    except ValueError:
+        lines_format = False
+    if not lines_format:
+        quoted = "'" + str(path).replace("'", "''") + "'"
+        try:
+            whole = con.sql(f"SELECT json::VARCHAR AS json FROM read_json_objects({quoted}, format = 'auto', "
+                            f"maximum_object_size = {MAX_REQUEST_BYTES})").to_arrow_table()
+        except duckdb.Error as exc:
+            raise InputError(f"span export {str(path)!r} is not OTLP/JSON: {str(exc).splitlines()[0]}") from exc
+        yield whole
+        return
+    batch: list[str] = []
+    size = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            batch.append(line.decode("utf-8", errors="replace"))
+            size += len(line)
+            if size >= MAX_REQUEST_BYTES:
+                yield pa.table({"json": batch})
+                batch, size = [], 0
+    if batch:
+        yield pa.table({"json": batch})
+
+
+def _take_apart(con: duckdb.DuckDBPyConnection, first_doc: int) -> None:
+    """Append the spans and resources of the requests in ``_docs`` to ``_raw``/``span_resources``."""
+    # The usual request has one resource and one scope: read its resource attributes and its
+    # spans with one path each. Others are taken apart level by level.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _doc AS
+        SELECT {first_doc} + row_number() OVER () AS doc_id, json,
+               json_array_length(json, '$.resourceSpans') AS n_rs,
+               json_array_length(json, '$.resourceSpans[0].scopeSpans') AS n_ss
+        FROM _docs
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _parts AS
+        SELECT doc_id * 1000000 AS resource_id,
+               json_extract(json, '$.resourceSpans[0].resource.attributes[*]') AS res_attrs,
+               json_extract_string(json, '$.resourceSpans[0].scopeSpans[0].scope.name') AS scope_name,
+               json_extract(json, '$.resourceSpans[0].scopeSpans[0].spans[*]') AS spans
+        FROM _doc WHERE n_rs = 1 AND n_ss <= 1
+    """)
+    con.execute("""
+        INSERT INTO _parts
+        SELECT resource_id, res_attrs, json_extract_string(ss, '$.scope.name'), json_extract(ss, '$.spans[*]')
+        FROM (SELECT resource_id, res_attrs, unnest(scopes) AS ss FROM (
+            SELECT doc_id * 1000000 + i AS resource_id, json_extract(rs, '$.resource.attributes[*]') AS res_attrs,
+                   json_extract(rs, '$.scopeSpans[*]') AS scopes
+            FROM (SELECT doc_id, unnest(l) AS rs, generate_subscripts(l, 1) AS i
+                  FROM (SELECT doc_id, json_extract(json, '$.resourceSpans[*]') AS l FROM _doc WHERE NOT (n_rs = 1 AND n_ss <= 1)))))
+    """)
+    con.execute("INSERT INTO span_resources SELECT resource_id, any_value(otlp_attrs(res_attrs)) FROM _parts GROUP BY resource_id")
+    con.execute("INSERT INTO _raw SELECT resource_id, scope_name, unnest(spans) FROM _parts")
+    con.execute("DROP TABLE _parts")
+    con.execute("DROP TABLE _doc")
+
+
+def load_spans(
+    paths: str | Path | Sequence[str | Path],
+    con: duckdb.DuckDBPyConnection | None = None,
+    memory_limit: str = "2GB",
+) -> SpanData:
     """Read OTLP/JSON span exports into ``spans``, ``span_events``, ``span_links`` and
-    ``span_resources`` tables of ``con`` (a new in-memory database by default)."""
+    ``span_resources`` tables of ``con`` (a new in-memory database by default).
+
+    A new database is capped at ``memory_limit`` and spills to a temporary folder beyond it, so
+    exports larger than memory load too (slower).
+    """
     files = _files(paths)
-    con = con or duckdb.connect()
+    scratch = None
+    if con is None:
+        # A scratch database on disk: its tables can leave memory, so the limit holds.
+        scratch = tempfile.mkdtemp(prefix="dqkit-spans-")
+        con = duckdb.connect(str(Path(scratch) / "spans.duckdb"), config={
+            "memory_limit": memory_limit, "preserve_insertion_order": False, "temp_directory": scratch})
+        weakref.finalize(con, shutil.rmtree, scratch, True)
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
     con.execute(_MACROS)
-    listing = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
-    try:
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE _doc AS
-            SELECT row_number() OVER () AS doc_id, json,
-                   json_array_length(json, '$.resourceSpans') AS n_rs,
-                   json_array_length(json, '$.resourceSpans[0].scopeSpans') AS n_ss
-            FROM read_json_objects({listing}, format = 'auto', maximum_object_size = 2147483647)
-        """)
-    except duckdb.Error as exc:
-        raise InputError(f"span export is not OTLP/JSON: {str(exc).splitlines()[0]}") from exc
-    # The usual request has one resource and one scope: take its spans with one path
-    # (one parse of the document). Others are taken apart level by level.
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _rs AS
-        SELECT doc_id * 1000000 AS resource_id, json_extract(json, '$.resourceSpans[0]') AS rs, true AS simple
-        FROM _doc WHERE n_rs = 1 AND n_ss <= 1
-        UNION ALL
-        SELECT doc_id * 1000000 + row_number() OVER (PARTITION BY doc_id), rs, false
-        FROM (SELECT doc_id, unnest(json_extract(json, '$.resourceSpans[*]')) AS rs FROM _doc WHERE NOT (n_rs = 1 AND n_ss <= 1))
-    """)
-    con.execute("""
-        CREATE OR REPLACE TABLE span_resources AS
-        SELECT resource_id, otlp_attrs(json_extract(rs, '$.resource.attributes[*]')) AS attrs FROM _rs
-    """)
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _ss AS
-        SELECT d.doc_id * 1000000 AS resource_id, json_extract_string(d.json, '$.resourceSpans[0].scopeSpans[0].scope.name') AS scope_name,
-               json_extract(d.json, '$.resourceSpans[0].scopeSpans[0].spans[*]') AS spans
-        FROM _doc d WHERE n_rs = 1 AND n_ss <= 1
-        UNION ALL
-        SELECT resource_id, json_extract_string(ss, '$.scope.name'), json_extract(ss, '$.spans[*]')
-        FROM (SELECT resource_id, unnest(json_extract(rs, '$.scopeSpans[*]')) AS ss FROM _rs WHERE NOT simple)
-    """)
-    con.execute("DROP TABLE _doc")
-    con.execute("CREATE OR REPLACE TEMP TABLE _raw AS SELECT resource_id, scope_name, unnest(spans) AS span FROM _ss")
-    con.execute("DROP TABLE _ss")
+    con.execute("CREATE OR REPLACE TABLE _raw (resource_id BIGINT, scope_name VARCHAR, span JSON)")
+    con.execute("CREATE OR REPLACE TABLE span_resources (resource_id BIGINT, attrs MAP(VARCHAR, VARCHAR))")
+    next_doc = 0
+    for f in files:
+        for docs in _document_batches(f, con):
+            con.register("_docs", docs)
+            try:
+                _take_apart(con, next_doc)
+            except duckdb.OutOfMemoryException as exc:
+                raise DqkitError(f"not enough memory to load the spans (limit {memory_limit}); pass a larger memory_limit") from exc
+            except duckdb.Error as exc:
+                raise InputError(f"{f}: not OTLP/JSON: {str(exc).splitlines()[0]}") from exc
+            finally:
+                con.unregister("_docs")
+            next_doc += docs.num_rows
+    unusable = con.sql(
+        "SELECT count(*) FROM _raw WHERE otlp_id(json_extract_string(span, '$.traceId'), 16) IS NULL "
+        "OR otlp_id(json_extract_string(span, '$.spanId'), 8) IS NULL").fetchall()[0][0]
+    # A span exported twice (same trace and span id) is kept once; GROUP BY can spill to disk.
     con.execute("""
         CREATE OR REPLACE TABLE spans AS
-        SELECT DISTINCT ON (trace_id, span_id) * FROM (
+        SELECT trace_id, span_id, any_value(parent_span_id) AS parent_span_id, any_value(name) AS name,
+               any_value(kind) AS kind, any_value(start_ns) AS start_ns, any_value(end_ns) AS end_ns,
+               any_value(status_code) AS status_code, any_value(status_message) AS status_message,
+               any_value(attrs) AS attrs, any_value(scope_name) AS scope_name, any_value(resource_id) AS resource_id,
+               any_value(events) AS events, any_value(links) AS links
+        FROM (
             SELECT otlp_id(q[1], 16) AS trace_id, otlp_id(q[2], 8) AS span_id, otlp_id(q[3], 8) AS parent_span_id,
                    q[4] AS name, otlp_kind(q[5]) AS kind,
                    try_cast(q[6] AS BIGINT) AS start_ns, try_cast(q[7] AS BIGINT) AS end_ns, otlp_status(q[8]) AS status_code,
                    q[9] AS status_message,
                    otlp_attrs(json_extract(span, '$.attributes[*]')) AS attrs,
-                   scope_name, resource_id, span
+                   scope_name, resource_id,
+                   json_extract(span, '$.events[*]') AS events, json_extract(span, '$.links[*]') AS links
             FROM (SELECT *, json_extract_string(span, ['$.traceId', '$.spanId', '$.parentSpanId', '$.name', '$.kind',
                           '$.startTimeUnixNano', '$.endTimeUnixNano', '$.status.code', '$.status.message']) AS q
                   FROM _raw))
         WHERE trace_id IS NOT NULL AND span_id IS NOT NULL
+        GROUP BY trace_id, span_id
     """)
+    con.execute("DROP TABLE _raw")
     con.execute("""
         CREATE OR REPLACE TABLE span_events AS
         SELECT trace_id, span_id, name AS span_name, json_extract_string(e, '$.name') AS name,
                try_cast(json_extract_string(e, '$.timeUnixNano') AS BIGINT) AS time_ns,
                otlp_attrs(json_extract(e, '$.attributes[*]')) AS attrs
-        FROM (SELECT trace_id, span_id, name, unnest(json_extract(span, '$.events[*]')) AS e FROM spans)
+        FROM (SELECT trace_id, span_id, name, unnest(events) AS e FROM spans WHERE len(events) > 0)
     """)
     con.execute("""
         CREATE OR REPLACE TABLE span_links AS
@@ -184,12 +268,8 @@ def load_spans(paths: str | Path | Sequence[str | Path], con: duckdb.DuckDBPyCon
                otlp_id(json_extract_string(l, '$.traceId'), 16) AS link_trace_id,
                otlp_id(json_extract_string(l, '$.spanId'), 8) AS link_span_id,
                otlp_attrs(json_extract(l, '$.attributes[*]')) AS attrs
-        FROM (SELECT trace_id, span_id, name, unnest(json_extract(span, '$.links[*]')) AS l FROM spans)
+        FROM (SELECT trace_id, span_id, name, unnest(links) AS l FROM spans WHERE len(links) > 0)
     """)
-    unusable = con.sql(
-        "SELECT count(*) FROM _raw WHERE otlp_id(json_extract_string(span, '$.traceId'), 16) IS NULL "
-        "OR otlp_id(json_extract_string(span, '$.spanId'), 8) IS NULL").fetchall()[0][0]
-    con.execute("ALTER TABLE spans DROP COLUMN span")
-    con.execute("DROP TABLE _raw")
-    con.execute("DROP TABLE _rs")
+    con.execute("ALTER TABLE spans DROP COLUMN events")
+    con.execute("ALTER TABLE spans DROP COLUMN links")
     return SpanData(con, unusable)

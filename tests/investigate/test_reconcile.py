@@ -111,3 +111,19 @@ def test_cli_reconcile_json(replayed):
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["balanced"] is True and doc["totals"]["warehouse_rows"] == 24 and doc["findings"] == []
+
+
+def test_rollups_by_hour_segment_country_and_event_type(replayed):
+    from dqkit.investigate.ledger import batch_ledger, event_type_ledger, rollup
+
+    sd = replayed.spans()
+    led = batch_ledger(sd)
+    countries = dict(zip(led["batch_id"], led["country"]))
+    assert countries.pop("b-retry") == "unknown", "all duplicates: never enriched, so no country"
+    assert set(countries.values()) == {"US"}, "8.8.8.8 resolves to US; the batch's country rides on the geo span"
+    by_platform = {r["platform"]: r for r in rollup(led, by=["platform"], every=None).iter_rows(named=True)}
+    assert (by_platform["android"]["received"], by_platform["android"]["loaded"]) == (5, 4)
+    hourly = rollup(led, every="1h")
+    assert hourly.height == 7 and hourly["received"].sum() == 31
+    types = rollup(event_type_ledger(sd), by=["event_type", "country"], every=None)
+    assert {(r["event_type"], r["loaded"]) for r in types.iter_rows(named=True)} == {("view", 12), ("tap", 12)}

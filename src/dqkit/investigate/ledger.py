@@ -17,7 +17,7 @@ import polars as pl
 
 LEDGER_COLUMNS = ["trace_id", "batch_id", "received", "loaded", "invalid", "duplicate", "dead_lettered", "in_flight"]
 COUNTS = ["received", "invalid", "duplicate", "published", "enriched", "loaded", "dead_lettered", "in_flight"]
-SEGMENTS = ["platform", "app_version", "sdk_version"]
+SEGMENTS = ["platform", "app_version", "sdk_version", "country"]
 
 _INT = "try_cast(attrs['{}'] AS BIGINT)"
 
@@ -36,8 +36,10 @@ stage AS (
            sum({_INT.format('validation.invalid_count')}) FILTER (WHERE name = 'analytics.validate_batch') AS invalid,
            sum({_INT.format('dedup.duplicates_removed')}) FILTER (WHERE name = 'analytics.deduplicate') AS duplicate,
            sum({_INT.format('queue.events_published')}) FILTER (WHERE name = 'analytics.publish_to_queue') AS published,
-           sum(coalesce({_INT.format('event.count')}, 1)) FILTER (WHERE name = 'analytics.enrich') AS enriched
-    FROM spans WHERE name IN ('analytics.validate_batch', 'analytics.deduplicate', 'analytics.publish_to_queue', 'analytics.enrich')
+           sum(coalesce({_INT.format('event.count')}, 1)) FILTER (WHERE name = 'analytics.enrich') AS enriched,
+           any_value(attrs['geo.country']) FILTER (WHERE name = 'analytics.enrich.geo_ip') AS country
+    FROM spans WHERE name IN ('analytics.validate_batch', 'analytics.deduplicate', 'analytics.publish_to_queue',
+                              'analytics.enrich', 'analytics.enrich.geo_ip')
     GROUP BY trace_id
 ),
 inserted AS (
@@ -54,7 +56,7 @@ linked AS (
         OR (SELECT count(*) FROM spans WHERE name = 'analytics.warehouse.insert') = 0 AS any_links
 )
 SELECT i.trace_id, i.batch_id, make_timestamptz(i.start_ns // 1000) AS received_at,
-       i.platform, i.app_version, i.sdk_version, i.received,
+       i.platform, i.app_version, i.sdk_version, coalesce(s.country, 'unknown') AS country, i.received,
        coalesce(s.invalid, i.rejected - coalesce(s.duplicate, 0), 0)::BIGINT AS invalid,
        coalesce(s.duplicate, 0)::BIGINT AS duplicate,
        coalesce(s.published, i.accepted, i.received - coalesce(s.invalid, 0) - coalesce(s.duplicate, 0))::BIGINT AS published,
@@ -108,6 +110,24 @@ def batch_ledger(spans) -> pl.DataFrame:
 def span_ledger(spans) -> pl.DataFrame:
     """The accounting-identity columns of :func:`batch_ledger`, one row per batch."""
     return batch_ledger(spans).select(LEDGER_COLUMNS)
+
+
+_EVENT_TYPE_LEDGER = """
+SELECT l.link_trace_id AS trace_id, regexp_replace(s.attrs['table.name'], '^events_', '') AS event_type,
+       sum(CASE WHEN s.attrs['insert.success'] = 'true' THEN try_cast(l.attrs['insert.row_count'] AS BIGINT) ELSE 0 END)::BIGINT AS loaded,
+       sum(CASE WHEN s.attrs['insert.success'] = 'true' THEN 0 ELSE try_cast(l.attrs['insert.row_count'] AS BIGINT) END)::BIGINT AS dead_lettered
+FROM span_links l JOIN spans s USING (trace_id, span_id)
+WHERE l.name = 'analytics.warehouse.insert' AND l.attrs['insert.row_count'] IS NOT NULL
+GROUP BY ALL
+"""
+
+
+def event_type_ledger(spans) -> pl.DataFrame:
+    """Loaded and dead-lettered rows per batch and event type (from the insert spans' links),
+    with the batch's time and segments, ready for :func:`rollup`."""
+    per_type = _con(spans).sql(_EVENT_TYPE_LEDGER).pl()
+    batches = batch_ledger(spans).select("trace_id", "batch_id", "received_at", *SEGMENTS)
+    return per_type.join(batches, on="trace_id", how="left")
 
 
 def table_ledger(spans) -> pl.DataFrame:

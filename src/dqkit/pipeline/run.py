@@ -230,6 +230,8 @@ class Replay:
             geo_resolved=pl.col("geo_country").is_not_null().sum().cast(pl.Int64),
             sessions_new=pl.col("session_is_new").sum().cast(pl.Int64),
             event_types=pl.col("event_type").unique().sort().str.join(","),
+            # The batch's country (one client per batch): country-level, so safe in telemetry.
+            geo_country=pl.col("geo_country").drop_nulls().mode().sort().first(),
         )
         d = d.join(per_batch, on="delivery_key", how="left").with_columns(
             pl.col("profile_hits", "profile_misses", "profile_missing", "geo_resolved", "sessions_new").fill_null(0),

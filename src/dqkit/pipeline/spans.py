@@ -110,6 +110,7 @@ def enrich_spans(d: pl.DataFrame, topic: str) -> pl.DataFrame:
     geo = d.select(_span(
         "analytics.enrich.geo_ip", "ctx_trace", "sid_geo", "sid_enrich", "t_profiled", "t_geo", KIND_INTERNAL,
         i("geo.resolved", pl.col("geo_resolved")), i("geo.unresolved", pl.col("published") - pl.col("geo_resolved")),
+        s("geo.country", pl.col("geo_country")),
     ))
     session = d.select(_span(
         "analytics.enrich.session", "ctx_trace", "sid_session", "sid_enrich", "t_geo", "t_enriched", KIND_INTERNAL,

@@ -47,17 +47,33 @@ def main() -> None:
 @click.option("--geoip", type=click.Path(path_type=Path), help="A MaxMind .mmdb file, or a directory of range tables (default: bundled IPFire data).")
 @click.option("--chunk-lines", default=20_000, show_default=True, help="Client batches processed together (bounds memory; a chunk also ends after 64 MB of input).")
 @click.option("--load-interval", default=60.0, show_default=True, help="Warehouse load cadence in seconds, on the replay clock.")
+@click.option("--fault", "faults", multiple=True, metavar="NAME[:key=value,...]",
+              help="Inject a pipeline fault (repeatable); grammar below.")
+@click.option("--truth", type=click.Path(path_type=Path),
+              help="Where to write what the faults did (JSON); default: next to the warehouse, *.faults.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_interval, as_json) -> None:
+def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_interval, faults, truth, as_json) -> None:
     """Replay SAMPLE (NDJSON[.gz] of native or Segment batches, or flat Parquet) into the warehouse.
 
     Every event is accounted for: loaded, rejected as invalid, removed as duplicate,
     dead-lettered, or in flight. Re-running a sample changes no count. Set the standard
     OTEL_EXPORTER_OTLP_* variables to also send spans and metrics to a collector.
+
+    \b
+    Faults: --fault NAME[:key=value,...], repeatable.
+      NAME      geoip_outage | profile_outage | profile_slow | insert_failure | queue_backlog
+      start     ISO-8601 UTC on the sample's timeline (2026-10-08T08:00:00Z)
+      end       ISO-8601 UTC, or duration=90m|4h|2d from start (default: whole replay)
+      rate      0..1 share of events / batches / inserts hit (default 1)
+      table     events_<type> (insert_failure)
+      delay     30s|15m|5h (profile_slow, queue_backlog: required)
+      platform  only batches from this client platform
+    Example: --fault insert_failure:table=events_like,start=2026-10-08T08:00:00Z,end=2026-10-08T20:00:00Z
     """
     from tqdm import tqdm
 
     from dqkit.events.readers import sample_size
+    from dqkit.pipeline.faults import parse_fault
     from dqkit.pipeline.run import ReplayConfig
     from dqkit.pipeline.run import replay as run_replay
 
@@ -66,6 +82,8 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
     if load_interval <= 0:
         _fail(ValueError("--load-interval must be a positive number of seconds"))
     try:
+        parsed = tuple(parse_fault(f) for f in faults)
+        truth_path = truth or (Path(warehouse).with_suffix(".faults.json") if parsed else None)
         total = sample_size(sample) if Path(sample).is_file() else None
         with tqdm(total=total, unit="B", unit_scale=True, desc="replay", disable=as_json or None, file=sys.stderr) as bar:
             def progress(pos, ledger):
@@ -73,7 +91,8 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
                 bar.set_postfix(events=f"{ledger.received:,}", refresh=False)
 
             result = run_replay(sample, warehouse, telemetry, profiles=profiles, geoip=geoip,
-                                config=ReplayConfig(chunk_lines=chunk_lines, load_interval_s=load_interval), progress=progress)
+                                config=ReplayConfig(chunk_lines=chunk_lines, load_interval_s=load_interval,
+                                                    faults=parsed, truth_path=truth_path), progress=progress)
     except DqkitError as exc:
         _fail(exc)
     _print_result(result, as_json)
@@ -98,6 +117,8 @@ def _print_result(result, as_json: bool) -> None:
     click.echo(f"warehouse: {result.warehouse}")
     if result.telemetry_dir:
         click.echo(f"telemetry: {result.telemetry_dir}/traces.jsonl, metrics.jsonl ({result.telemetry.spans_written:,} spans)")
+    for f in result.faults:
+        click.echo(f"fault {f['name']}: {f['events']:,} events, {f['users']:,} users ({f['stage']}, {f['kind']})")
     if result.telemetry.spans_not_exported:
         click.echo(f"warning: {result.telemetry.spans_not_exported:,} spans could not be sent to the OTLP collector", err=True)
 

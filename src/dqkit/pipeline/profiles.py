@@ -59,6 +59,7 @@ class ProfileStore:
             .join(self.profiles, on="user_id", how="left")
             .with_columns(
                 profile_missing=pl.col("user_segment").is_null() & pl.col("user_country").is_null(),
+                profile_error=pl.lit(False),
                 account_age_days=(pl.col("event_ts").dt.date() - pl.col("signup_date")).dt.total_days().cast(pl.Int32),
             )
             .drop("signup_date")

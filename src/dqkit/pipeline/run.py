@@ -22,6 +22,7 @@ from dqkit.events import readers
 from dqkit.events import schema as sch
 from dqkit.pipeline import clock, spans
 from dqkit.pipeline.dedup import Deduplicator
+from dqkit.pipeline.faults import Fault, FaultTruth
 from dqkit.pipeline.geoip import open_geoip
 from dqkit.pipeline.metrics import PipelineMetrics
 from dqkit.pipeline.profiles import ProfileStore, read_profiles
@@ -51,7 +52,11 @@ class ReplayConfig:
     insert_attempts: int = 3
     """Attempts per table insert before its rows are dead-lettered."""
     insert_fault: Callable[[str, int], str | None] | None = None
-    """Injected insert failures: ``(table, attempt) -> error text or None``."""
+    """Injected insert failures: ``(table, attempt) -> error text or None`` (for tests)."""
+    faults: tuple[Fault, ...] = ()
+    """Pipeline faults to inject (see :mod:`dqkit.pipeline.faults`)."""
+    truth_path: Path | None = None
+    """Where to write what the injected faults did (JSON), if anywhere."""
 
 
 @dataclass
@@ -86,6 +91,8 @@ class ReplayResult:
     seconds: float
     stage_seconds: dict[str, float]
     telemetry: TelemetryStats
+    faults: list[dict] = field(default_factory=list)
+    """Ground truth of each injected fault: stage, kind, segment, window, events, users."""
 
     @property
     def events_per_second(self) -> float:
@@ -108,6 +115,23 @@ class _Timer:
             dt = time.perf_counter() - t
             self.last[stage] = self.last.get(stage, 0.0) + dt
             self.total[stage] += dt
+
+
+def _INJECTED_INSERT_FAILURE(table: str, attempt: int) -> str:  # noqa: N802 - a constant-like callable
+    return f"injected fault insert_failure: insert into {table} failed (attempt {attempt})"
+
+
+def _outcome_frame(outcomes: dict) -> pl.DataFrame:
+    """Insert outcomes keyed by (table, injected) as a frame."""
+    keys = list(outcomes)
+    vals = list(outcomes.values())
+    return pl.DataFrame({
+        "table": [k[0] for k in keys], "injected": [k[1] for k in keys],
+        "success": [o.success for o in vals], "attempts": [o.attempts for o in vals],
+        "table_ms": [o.duration_ms for o in vals], "table_rows": [o.rows for o in vals],
+        "error": [o.error for o in vals],
+    }, schema={"table": pl.String, "injected": pl.Boolean, "success": pl.Boolean, "attempts": pl.Int64,
+               "table_ms": pl.Float64, "table_rows": pl.Int64, "error": pl.String})
 
 
 def _rejects(frame: pl.DataFrame, stage: str, run_id: str) -> pl.DataFrame:
@@ -165,6 +189,7 @@ class Replay:
         self.skipped_events = 0
         self.deliveries = 0
         self.started = datetime.now(UTC)
+        self.truth = [FaultTruth(f) for f in self.config.faults]
 
     # ------------------------------------------------------------------------------------
     def process(self, chunk: readers.RawChunk) -> dict[str, int]:
@@ -197,7 +222,19 @@ class Replay:
         with self.timer("publish"):
             headers = d.select("delivery_key", traceparent=pl.format("00-{}-{}-01", pl.col("trace_id"), pl.col("sid_publish")))
             pub = self.queue.publish(dd.unique, headers)
-        d = d.join(pub, on="delivery_key", how="left")
+        self._published = dd.unique.select("delivery_key", "user_id")
+        d = d.join(pub, on="delivery_key", how="left").with_columns(
+            received=pl.col("event_count"), invalid=pl.col("invalid_count"), duplicate=pl.col("duplicates_removed"),
+            published=pl.col("queue_published"),
+        )
+        # Replay clock, ingest side: each batch's own timeline (see dqkit.pipeline.clock).
+        t = self.timer.last
+        share_in = pl.col("event_count") / total_events
+        d = d.with_columns(t_validated=pl.col("t_enter") + clock.amortized(t.get("validate", 0), share_in))
+        d = d.with_columns(t_deduped=pl.col("t_validated") + clock.amortized(t.get("dedup", 0), share_in))
+        d = d.with_columns(t_published=pl.col("t_deduped") + clock.amortized(t.get("publish", 0), share_in))
+        d = d.with_columns(t_consumed=pl.col("t_published") + self._batch_delay(d, "queue_backlog", "t_published"))
+
         msg = self.queue.consume()
         consumed = msg.events if msg is not None else dd.unique.clear()
         if msg is not None:
@@ -209,24 +246,27 @@ class Replay:
             d = d.join(ctx, on="delivery_key", how="left")
         else:
             d = d.with_columns(ctx_trace=pl.col("trace_id"), ctx_parent=pl.col("sid_publish"))
+        consumed = consumed.join(d.select("delivery_key", "t_consumed"), on="delivery_key", how="left")
 
         with self.timer("enrich.user_profile"):
             enriched = self.profiles.enrich(consumed)
+            enriched = self._event_fault(enriched, "profile_outage", ["user_country", "user_segment", "account_age_days"],
+                                         flag="profile_error")
         with self.timer("enrich.geo_ip"):
             geo = self.geo.lookup(enriched.get_column("client_ip"))
             enriched = enriched.join(geo, on="client_ip", how="left")
+            enriched = self._event_fault(enriched, "geoip_outage", ["geo_country", "geo_region", "geo_city"])
         with self.timer("enrich.session"):
             enriched, session_changes = self.sessions.stitch(enriched)
 
-        # Replay clock: each batch's own timeline through the stages.
-        published_events = max(consumed.height, 1)
+        # Replay clock, consumer side.
         t = self.timer.last
-        share_in = pl.col("event_count") / total_events
-        share_pub = pl.col("published_n") / published_events
+        share_pub = pl.col("published") / max(consumed.height, 1)
         per_batch = enriched.group_by("delivery_key").agg(
             profile_hits=pl.col("profile_cache_hit").sum().cast(pl.Int64),
             profile_misses=(~pl.col("profile_cache_hit")).sum().cast(pl.Int64),
-            profile_missing=pl.col("profile_missing").sum().cast(pl.Int64),
+            profile_missing=(pl.col("profile_missing") & ~pl.col("profile_error")).sum().cast(pl.Int64),
+            profile_errors=pl.col("profile_error").sum().cast(pl.Int64),
             geo_resolved=pl.col("geo_country").is_not_null().sum().cast(pl.Int64),
             sessions_new=pl.col("session_is_new").sum().cast(pl.Int64),
             event_types=pl.col("event_type").unique().sort().str.join(","),
@@ -234,34 +274,75 @@ class Replay:
             geo_country=pl.col("geo_country").drop_nulls().mode().sort().first(),
         )
         d = d.join(per_batch, on="delivery_key", how="left").with_columns(
-            pl.col("profile_hits", "profile_misses", "profile_missing", "geo_resolved", "sessions_new").fill_null(0),
-            received=pl.col("event_count"),
-            invalid=pl.col("invalid_count"),
-            duplicate=pl.col("duplicates_removed"),
-            published=pl.col("queue_published"),
-            published_n=pl.col("queue_published"),
+            pl.col("profile_hits", "profile_misses", "profile_missing", "profile_errors", "geo_resolved",
+                   "sessions_new").fill_null(0),
         )
-        d = d.with_columns(t_validated=pl.col("t_enter") + clock.amortized(t.get("validate", 0), share_in))
-        d = d.with_columns(t_deduped=pl.col("t_validated") + clock.amortized(t.get("dedup", 0), share_in))
-        d = d.with_columns(t_published=pl.col("t_deduped") + clock.amortized(t.get("publish", 0), share_in))
-        d = d.with_columns(t_consumed=pl.col("t_published"))
-        d = d.with_columns(t_profiled=pl.col("t_consumed") + clock.amortized(t.get("enrich.user_profile", 0), share_pub))
+        d = d.with_columns(t_profiled=pl.col("t_consumed") + clock.amortized(t.get("enrich.user_profile", 0), share_pub)
+                           + self._batch_delay(d, "profile_slow", "t_consumed"))
         d = d.with_columns(t_geo=pl.col("t_profiled") + clock.amortized(t.get("enrich.geo_ip", 0), share_pub))
         d = d.with_columns(t_enriched=pl.col("t_geo") + clock.amortized(t.get("enrich.session", 0), share_pub))
         d = d.with_columns(t_load=clock.next_load(pl.col("t_enriched"), self.config.load_interval_s))
 
         with self.timer("warehouse.partition"):
-            rows = enriched.join(d.select("delivery_key", "t_load"), on="delivery_key", how="left").with_columns(
+            rows = enriched.drop("t_consumed").join(d.select("delivery_key", "t_load", "platform").rename(
+                {"platform": "batch_platform"}), on="delivery_key", how="left").with_columns(
                 loaded_at=pl.from_epoch(pl.col("t_load"), time_unit="ns").dt.cast_time_unit("us").dt.replace_time_zone("UTC"),
                 table=pl.lit("events_") + pl.col("event_type"),
             )
-            parts = rows.partition_by("table", as_dict=True)
+            rows = self._insert_faults(rows)
+            parts = rows.partition_by("table", "injected", as_dict=True)
         committed = self._write(chunk, d, v, dd, rows, parts, session_changes)
         max_recv = deliveries.get_column("t_enter").max()
         if max_recv is not None:
             self.watermark_ns = max(self.watermark_ns or 0, int(max_recv))
         self.deliveries += d.height
         return committed
+
+    # -- injected faults -------------------------------------------------------------------
+    def _faults(self, name: str) -> list[FaultTruth]:
+        return [ft for ft in self.truth if ft.fault.name == name]
+
+    def _batch_delay(self, d: pl.DataFrame, name: str, t_col: str) -> pl.Expr:
+        """Extra replay-clock nanoseconds for batches a delay fault hits (0 elsewhere)."""
+        delay = pl.lit(0, pl.Int64)
+        for ft in self._faults(name):
+            f = ft.fault
+            hit = f.active(pl.col(t_col), pl.col("platform")) & f.chosen(pl.col("trace_id")) & (pl.col("published") > 0)
+            mask = d.select(hit.alias("hit"))["hit"]
+            ft.add(self._events_of(d.filter(mask), t_col), t_col)
+            delay = delay + pl.when(hit).then(int(f.delay.total_seconds() * 1e9)).otherwise(0)
+        return delay
+
+    def _events_of(self, batches: pl.DataFrame, t_col: str) -> pl.DataFrame:
+        # The events a batch-level fault touched: what the queue delivered for those batches.
+        return self._published.join(batches.select("delivery_key", t_col), on="delivery_key")
+
+    def _event_fault(self, events: pl.DataFrame, name: str, cols: list[str], flag: str | None = None) -> pl.DataFrame:
+        """Blank ``cols`` for events an outage hits (they load degraded, not dropped)."""
+        hit_all = pl.lit(False)
+        for ft in self._faults(name):
+            f = ft.fault
+            hit = f.active(pl.col("t_consumed"), pl.col("platform")) & f.chosen(pl.col("event_id"))
+            ft.add(events.filter(hit), "t_consumed")
+            hit_all = hit_all | hit
+        out = events.with_columns(_hit=hit_all)
+        out = out.with_columns([pl.when(pl.col("_hit")).then(None).otherwise(pl.col(c)).alias(c) for c in cols])
+        if flag:
+            out = out.with_columns(pl.col("_hit").alias(flag))
+        return out.drop("_hit")
+
+    def _insert_faults(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Mark rows whose insert an ``insert_failure`` fault fails (chosen per table and load)."""
+        injected = pl.lit(False)
+        for ft in self._faults("insert_failure"):
+            f = ft.fault
+            hit = f.active(pl.col("t_load"), pl.col("batch_platform")) & f.chosen(
+                pl.concat_str(pl.col("table"), pl.col("t_load").cast(pl.String)))
+            if f.table:
+                hit = hit & (pl.col("table") == f.table)
+            ft.add(rows.filter(hit & ~injected), "t_load")
+            injected = injected | hit
+        return rows.with_columns(injected=injected)
 
     # ------------------------------------------------------------------------------------
     def _write(self, chunk, d, v, dd, rows, parts, session_changes) -> dict[str, int]:
@@ -274,15 +355,19 @@ class Replay:
             try:
                 outcomes = {}
                 with self.timer("warehouse.insert"):
-                    for (table,), frame in sorted(parts.items()):
+                    for (table, injected), frame in sorted(parts.items()):
                         name = table_for(table.removeprefix("events_"))
                         used, err = real_errors.get(name, (0, None))
                         if used >= attempts:
-                            outcomes[name] = InsertOutcome(name, frame.height, False, used, 0.0, err)
+                            outcomes[(name, injected)] = InsertOutcome(name, frame.height, False, used, 0.0, err)
                             continue
-                        o = self.wh.insert_events(name, frame, attempts=attempts - used, fail=self.config.insert_fault)
+                        fail = self.config.insert_fault
+                        if injected:
+                            fail = _INJECTED_INSERT_FAILURE
+                        o = self.wh.insert_events(name, frame.drop("injected", "batch_platform"), attempts=attempts - used,
+                                                  fail=fail)
                         o.attempts += used
-                        outcomes[name] = o
+                        outcomes[(name, injected)] = o
                 break
             except InsertAborted as exc:
                 # DuckDB aborted the transaction: redo the chunk, counting the attempt.
@@ -303,15 +388,15 @@ class Replay:
 
     def _finish(self, chunk, d, v, dd, rows, outcomes, session_changes) -> dict[str, int]:
         run_id = self.run_id
-        failed_tables = [t for t, o in outcomes.items() if not o.success]
-        rows = rows.with_columns(landed=~pl.col("table").is_in(failed_tables))
+        out = _outcome_frame(outcomes)
+        rows = rows.join(out.select("table", "injected", landed=pl.col("success")), on=["table", "injected"], how="left")
         dead = rows.filter(~pl.col("landed"))
         rejected = [_rejects(v.rejected, "validate", run_id), _rejects(dd.duplicates.with_columns(
             reason=pl.lit(sch.DUPLICATE), detail=pl.format("event_id already seen in batch {}", pl.col("duplicate_of_batch"))
         ), "dedup", run_id)]
         if not dead.is_empty():
-            errors = pl.DataFrame({"table": list(outcomes), "detail": [o.error for o in outcomes.values()]})
-            rejected.append(_rejects(dead.join(errors, on="table", how="left").with_columns(reason=pl.lit(sch.INSERT_FAILED)),
+            errors = out.select("table", "injected", detail=pl.col("error"))
+            rejected.append(_rejects(dead.join(errors, on=["table", "injected"], how="left").with_columns(reason=pl.lit(sch.INSERT_FAILED)),
                                      "warehouse.insert", run_id))
         self.wh.append("rejected_events", pl.concat(rejected, how="vertical_relaxed"), REJECTED_COLUMNS)
 
@@ -326,7 +411,7 @@ class Replay:
         self.wh.upsert_sessions(session_changes)
 
         with self.timer("telemetry"):
-            load_frames = self._load_telemetry(d, rows, outcomes)
+            load_frames = self._load_telemetry(d, rows, out)
             self.wh.append("load_audit", load_frames[3], LOAD_AUDIT_COLUMNS)
             span_frame = pl.concat([
                 spans.ingest_spans(d, self.queue.system, self.queue.topic),
@@ -340,7 +425,7 @@ class Replay:
         self.ledger.add(totals)
         return totals
 
-    def _load_telemetry(self, d: pl.DataFrame, rows: pl.DataFrame, outcomes: dict) -> tuple[pl.DataFrame, ...]:
+    def _load_telemetry(self, d: pl.DataFrame, rows: pl.DataFrame, out: pl.DataFrame) -> tuple[pl.DataFrame, ...]:
         """Loads (one per cadence tick in this chunk), their table inserts and batch links."""
         if rows.is_empty():
             return (pl.DataFrame(schema={"load_trace": pl.String, "load_sid": pl.String, "part_sid": pl.String,
@@ -356,16 +441,8 @@ class Replay:
                     pl.DataFrame())  # no audit rows: nothing was inserted
         t = self.timer.last
         total_rows = rows.height
-        out = pl.DataFrame({
-            "table": list(outcomes),
-            "success": [o.success for o in outcomes.values()],
-            "attempts": [o.attempts for o in outcomes.values()],
-            "table_ms": [o.duration_ms for o in outcomes.values()],
-            "table_rows": [o.rows for o in outcomes.values()],
-            "error": [o.error for o in outcomes.values()],
-        }, schema_overrides={"error": pl.String})
         per = (
-            rows.group_by("t_load", "table", "delivery_key", "batch_id")
+            rows.group_by("t_load", "table", "injected", "delivery_key", "batch_id")
             .agg(rows=pl.len().cast(pl.Int64))
             .join(d.select("delivery_key", "ctx_trace", "sid_enrich", "trace_id"), on="delivery_key", how="left")
         )
@@ -379,9 +456,9 @@ class Replay:
             part_sid=pl.Series([x[2] for x in ids]),
         )
         inserts = (
-            per.group_by("t_load", "table").agg(rows=pl.col("rows").sum(), batch_ids=pl.col("batch_id").unique().sort(),
-                                                trace_ids=pl.col("trace_id").unique().sort())
-            .join(out, on="table", how="left")
+            per.group_by("t_load", "table", "injected").agg(
+                rows=pl.col("rows").sum(), batch_ids=pl.col("batch_id").unique().sort(), trace_ids=pl.col("trace_id").unique().sort())
+            .join(out, on=["table", "injected"], how="left")
             .join(loads.select("t_load", "load_trace", "load_sid", "rows", "partitions").rename({"rows": "load_rows"}), on="t_load")
             .sort("t_load", "table")
             .with_columns(
@@ -390,7 +467,8 @@ class Replay:
             )
         )
         inserts = inserts.with_columns(
-            insert_sid=pl.Series([spans.insert_span_id(f"{a}:{b}") for a, b in inserts.select("load_sid", "table").iter_rows()]),
+            insert_sid=pl.Series([spans.insert_span_id(f"{a}:{b}" + (":injected" if c else ""))
+                                  for a, b, c in inserts.select("load_sid", "table", "injected").iter_rows()], dtype=pl.String),
             dur_ns=pl.max_horizontal((pl.col("duration_ms") * 1e6).round().cast(pl.Int64), pl.lit(clock.MIN_STAGE_NS)),
         ).with_columns(
             t_end=pl.col("t_load") + pl.col("part_ns") + pl.col("dur_ns").cum_sum().over("t_load"),
@@ -402,7 +480,7 @@ class Replay:
                 dead_lettered=pl.when(pl.col("success")).then(0).otherwise(pl.col("rows")).sum(),
             ), on="t_load",
         ).with_columns(t_part_end=pl.col("t_load") + pl.col("part_ns"))
-        links = per.join(inserts.select("t_load", "table", "insert_sid"), on=["t_load", "table"])
+        links = per.join(inserts.select("t_load", "table", "injected", "insert_sid"), on=["t_load", "table", "injected"])
         ts = lambda c: pl.from_epoch(pl.col(c), time_unit="ns").dt.replace_time_zone("UTC")  # noqa: E731
         audit = inserts.select(
             load_id=pl.col("load_sid"), table_name=pl.col("table"), row_count=pl.col("rows"), success=pl.col("success"),
@@ -442,6 +520,11 @@ class Replay:
             self.telemetry.emit_metrics(self.metrics.snapshot(self.watermark_ns or self.metrics.start_ns,
                                                               dict(self.tcfg.resource), SCOPE))
         stats = self.telemetry.close()
+        if self.truth and self.config.truth_path is not None:
+            import json
+
+            self.config.truth_path.parent.mkdir(parents=True, exist_ok=True)
+            self.config.truth_path.write_text(json.dumps({"faults": [ft.to_dict() for ft in self.truth]}, indent=2) + "\n")
         if self.watermark_ns is not None:
             cutoff = datetime.fromtimestamp(self.watermark_ns / 1e9, UTC) - self.config.dedup_window
             self.wh.con.execute("DELETE FROM dedup_state WHERE received_at < ?", [cutoff])
@@ -458,6 +541,7 @@ class Replay:
             run_id=self.run_id, warehouse=self.wh.path, telemetry_dir=self.tcfg.out_dir, ledger=lg,
             skipped_deliveries=self.skipped_deliveries, skipped_events=self.skipped_events, deliveries=self.deliveries,
             seconds=(finished - self.started).total_seconds(), stage_seconds=dict(self.timer.total), telemetry=stats,
+            faults=[ft.to_dict() for ft in self.truth],
         )
 
 

@@ -105,7 +105,7 @@ def enrich_spans(d: pl.DataFrame, topic: str) -> pl.DataFrame:
     profile = d.select(_span(
         "analytics.enrich.user_profile", "ctx_trace", "sid_profile", "sid_enrich", "t_consumed", "t_profiled", KIND_INTERNAL,
         i("profile.cache_hit", pl.col("profile_hits")), i("profile.cache_miss", pl.col("profile_misses")),
-        i("profile.missing", pl.col("profile_missing")),
+        i("profile.missing", pl.col("profile_missing")), i("profile.errors", pl.col("profile_errors")),
     ))
     geo = d.select(_span(
         "analytics.enrich.geo_ip", "ctx_trace", "sid_geo", "sid_enrich", "t_profiled", "t_geo", KIND_INTERNAL,

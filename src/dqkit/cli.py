@@ -164,17 +164,6 @@ def generate(out, events, users, days, seed) -> None:
     click.echo(f"{s.events_path} ({s.batches:,} batches, {s.events:,} events); {s.profiles_path}")
 
 
-def _duration(text: str) -> "timedelta":
-    from datetime import timedelta
-
-    import re
-
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if not m:
-        raise click.BadParameter(f"{text!r} is not a duration; use e.g. 90s, 30m, 2h or 1d")
-    return timedelta(seconds=float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
-
-
 @main.command()
 @click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
 @click.option("--spans", "-s", "spans", required=True, multiple=True, type=click.Path(path_type=Path),
@@ -192,9 +181,10 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json) -> None:
     from datetime import UTC, datetime
 
     from dqkit.investigate.reconcile import reconcile as run
+    from dqkit.spec import parse_duration
 
     try:
-        window = _duration(flight_window)
+        window = parse_duration(flight_window, "--flight-window")
         when = None
         if as_of:
             try:

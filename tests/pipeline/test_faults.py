@@ -108,7 +108,7 @@ def test_same_faults_same_outcome(tmp_path, sample):
 
 
 @pytest.mark.parametrize("bad,part", [
-    ("nope", "unknown fault 'nope'"), ("geoip_outage:start=noon", "start='noon'"),
+    ("nope", "unknown name 'nope'"), ("geoip_outage:start=noon", "start='noon'"),
     ("geoip_outage:rate=1.5", "between 0 and 1"), ("queue_backlog:start=2026-11-20T00:00:00Z", "needs delay="),
     ("geoip_outage:color=red", "unknown key 'color'"), ("insert_failure:table=x;drop", "events_<type>"),
     ("geoip_outage:start=2026-11-20T02:00:00Z,end=2026-11-20T01:00:00Z", "after start"),

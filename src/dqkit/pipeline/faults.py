@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from dqkit.errors import ConfigError
+from dqkit.spec import parse_duration, rate, split_spec, window
 
 NAMES = {
     # name: (stage, kind, what rate selects)
@@ -36,22 +37,6 @@ NAMES = {
     "queue_backlog": ("queue", "delay", "batch"),
 }
 _KEYS = {"start", "end", "duration", "rate", "table", "delay", "platform"}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)")
-
-
-def parse_duration(text: str, what: str) -> timedelta:
-    m = _DURATION.fullmatch(text.strip())
-    if not m:
-        raise ConfigError(f"{what}={text!r} is not a duration; use e.g. 90s, 30m, 4h or 2d")
-    return timedelta(seconds=float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
-
-
-def _time(text: str, what: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{what}={text!r} must be an ISO-8601 time, e.g. 2026-11-20T10:00:00Z") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -94,39 +79,16 @@ class Fault:
 
 def parse_fault(spec: str) -> Fault:
     """Parse ``NAME[:key=value,...]``; a malformed spec raises :class:`ConfigError` naming the bad part."""
-    name, _, rest = spec.strip().partition(":")
-    if name not in NAMES:
-        raise ConfigError(f"--fault {spec!r}: unknown fault {name!r}; choose one of {', '.join(NAMES)}")
-    kv: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = part.partition("=")
-        if not eq or not value:
-            raise ConfigError(f"--fault {spec!r}: {part!r} must look like key=value")
-        if key not in _KEYS:
-            raise ConfigError(f"--fault {spec!r}: unknown key {key!r}; keys are {', '.join(sorted(_KEYS))}")
-        kv[key] = value
+    name, kv = split_spec(spec, "--fault", list(NAMES), _KEYS)
     where = f"--fault {spec!r}: "
-    start = _time(kv["start"], where + "start") if "start" in kv else None
-    end = _time(kv["end"], where + "end") if "end" in kv else None
-    if "duration" in kv:
-        if start is None or end is not None:
-            raise ConfigError(where + "duration needs start and excludes end")
-        end = start + parse_duration(kv["duration"], where + "duration")
-    if start and end and end <= start:
-        raise ConfigError(where + "end must be after start")
-    try:
-        rate = float(kv.get("rate", "1"))
-    except ValueError:
-        raise ConfigError(where + f"rate={kv['rate']!r} must be a number between 0 and 1") from None
-    if not 0.0 <= rate <= 1.0:
-        raise ConfigError(where + f"rate={rate} must be between 0 and 1")
+    start, end = window(kv, where)
     delay = parse_duration(kv["delay"], where + "delay") if "delay" in kv else None
     if NAMES[name][1] == "delay" and delay is None:
         raise ConfigError(where + f"{name} needs delay=, e.g. delay=5h")
     table = kv.get("table")
     if table is not None and (name != "insert_failure" or not re.fullmatch(r"events_[a-z][a-z0-9_]{0,47}", table)):
         raise ConfigError(where + "table= applies to insert_failure and must look like events_<type>")
-    return Fault(name, start, end, rate, table, delay, kv.get("platform"), spec.strip())
+    return Fault(name, start, end, rate(kv, where), table, delay, kv.get("platform"), spec.strip())
 
 
 @dataclass

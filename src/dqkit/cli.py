@@ -148,20 +148,44 @@ def demo(out, events, users, seed) -> None:
 
 
 @main.command()
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder to write events.ndjson.gz and profiles.parquet.")
-@click.option("--events", default=50_000, show_default=True, help="Approximate number of events.")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for events.ndjson.gz, profiles.parquet and truth.json.")
+@click.option("--events", default=50_000, show_default=True, help="Approximate number of real events.")
 @click.option("--users", default=2_000, show_default=True, help="Number of users.")
 @click.option("--days", default=1, show_default=True, help="Days of traffic.")
+@click.option("--start", default="2026-11-20T00:00:00Z", show_default=True, help="First day (ISO-8601, UTC).")
 @click.option("--seed", default=7, show_default=True, help="Random seed (same seed, same bytes).")
-def generate(out, events, users, days, seed) -> None:
-    """Generate a synthetic event sample (native NDJSON batches) and user profiles."""
+@click.option("--scenario", "scenarios", multiple=True, metavar="NAME[:key=value,...]", help="Inject a data incident (repeatable); see below.")
+@click.option("--profiles-csv", is_flag=True, help="Also write profiles.csv.")
+def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> None:
+    """Generate a synthetic event sample (native NDJSON batches), user profiles and truth.json.
+
+    \b
+    Scenarios: --scenario NAME[:key=value,...]
+      sdk_bad_timestamps  a segment's events carry malformed timestamps
+      retry_storm         a segment's batches are resent magnitude times (default 5)
+      event_id_collision  an SDK reuses event ids; real events are deduplicated away
+      clock_skew          device clocks off by magnitude hours (default 30; beyond 24 h they are rejected)
+      bot_burst           magnitude bot users (default 50) flood the product
+      late_delivery       a segment's batches arrive magnitude hours late (default 8)
+      real_drop           a share (rate) of a segment's real users stop coming
+    Keys: start, end | duration, rate, platform, app_version, sdk_version, country, magnitude.
+    Example: --scenario sdk_bad_timestamps:app_version=8.4.0,start=2026-11-20T10:00:00Z,duration=4h
+    """
     from dqkit.events.generator import SampleSpec
     from dqkit.events.generator import generate as gen
+    from dqkit.events.scenarios import parse_scenario
+    from dqkit.spec import parse_time
 
     if events < 1 or users < 1 or days < 1:
         _fail(ValueError("--events, --users and --days must be positive"))
-    s = gen(out, SampleSpec(events=events, users=users, days=days, seed=seed))
-    click.echo(f"{s.events_path} ({s.batches:,} batches, {s.events:,} events); {s.profiles_path}")
+    try:
+        parsed = tuple(parse_scenario(x) for x in scenarios)
+        first = parse_time(start, "--start")
+    except DqkitError as exc:
+        _fail(exc)
+    s = gen(out, SampleSpec(start=first, events=events, users=users, days=days, seed=seed, scenarios=parsed),
+            profiles_csv=profiles_csv)
+    click.echo(f"{s.events_path} ({s.batches:,} batches, {s.events:,} events); {s.profiles_path}; {s.truth_path}")
 
 
 @main.command()

@@ -57,3 +57,11 @@ def test_truncated_gzip_keeps_what_was_read(tmp_path, run_sample):
     assert "truncated_input" in reasons
     assert 0 < run.result.ledger.loaded < 200
     assert_balanced(run)
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1969-12-31T23:59:59Z"])
+def test_implausible_arrival_times_are_quarantined(tmp_path, run_sample, when):
+    sample = write_lines(tmp_path / "s.ndjson", [batch("b-odd", [event("e-odd")], received=when), batch("b-ok", [GOOD])])
+    run = run_sample(sample)
+    assert run.sql("SELECT batch_id, reason FROM rejected_events") == [("b-odd", "bad_received_at")]
+    assert_balanced(run)

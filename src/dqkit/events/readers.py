@@ -19,6 +19,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -212,8 +213,15 @@ class _Parser:
         return _split(out)
 
 
+# An arrival time outside this range is not a real one (and would overflow the replay clock).
+_RECEIVED_RANGE = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
+
+
 def _split(out: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    lo, hi = _RECEIVED_RANGE
     out = out.with_columns(
+        received_at=pl.when(pl.col("received_at").is_between(lo, hi, closed="left")).then(pl.col("received_at")),
+    ).with_columns(
         pl.col("platform").fill_null("unknown"),
         pl.col("app_version").fill_null("unknown"),
         pl.col("sdk_version").fill_null("unknown"),

@@ -56,9 +56,9 @@ class Deduplicator:
 
         new_ids = unique.select(list(STATE_SCHEMA))
         self.seen = pl.concat([self.seen, new_ids])
-        watermark = deliveries.get_column("received_at").max()
-        if watermark is not None:
-            self.seen = self.seen.filter(pl.col("received_at") >= watermark - self.window)
+        if deliveries.get_column("received_at").drop_nulls().len():
+            self.seen = self.seen.filter(
+                pl.col("received_at") >= pl.lit(deliveries.get_column("received_at").max()) - pl.lit(self.window))
 
         counts_in = valid.group_by("delivery_key").agg(dedup_input=pl.len().cast(pl.Int64))
         counts_dup = duplicates.group_by("delivery_key").agg(duplicates_removed=pl.len().cast(pl.Int64))

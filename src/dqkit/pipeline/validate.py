@@ -50,7 +50,7 @@ def _rules(limits: s.ValidationLimits) -> list[tuple[pl.Expr, str, pl.Expr]]:
         (pl.col("user_id").str.len_bytes().is_between(1, 256).not_(), pl.lit(s.WRONG_TYPE),
          pl.lit("user_id must be 1-256 bytes")),
         (pl.col("received_at").is_null(), pl.lit(s.BAD_RECEIVED_AT),
-         pl.lit("the batch has no parsable received_at (ISO-8601)")),
+         pl.lit("the batch has no plausible received_at (ISO-8601, 1970-2200)")),
         (pl.col("event_ts").is_null(), pl.lit(s.BAD_TIMESTAMP),
          pl.lit("timestamp is not an ISO-8601 date-time")),
         ((pl.col("event_ts") - pl.col("received_at")).dt.total_seconds() > limits.max_future_s,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -233,6 +234,22 @@ def _split(out: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return deliveries, events
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+def _strict_json_error(body: bytes) -> str | None:
+    """DuckDB's parser accepts NaN and Infinity, which JSON (RFC 8259) does not: lines that
+    might hold them (rare) get a strict check here."""
+    if b"NaN" not in body and b"Infinity" not in body:
+        return None
+    try:
+        json.loads(body, parse_constant=_reject_constant)
+    except ValueError:
+        return schema.MALFORMED_JSON
+    return None
+
+
 def _open_lines(path: Path) -> tuple[io.BufferedReader, io.RawIOBase]:
     raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
     head = raw.read(2)
@@ -294,7 +311,7 @@ def iter_ndjson(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[
             kbuf.append(keys.key(body))
             try:
                 texts.append(body.decode("utf-8"))
-                errors.append(None)
+                errors.append(_strict_json_error(body))
             except UnicodeDecodeError:
                 texts.append(body.decode("utf-8", errors="backslashreplace"))
                 errors.append(schema.INVALID_UTF8)

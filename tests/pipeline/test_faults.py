@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 
-import duckdb
 import pytest
 
 from dqkit.errors import ConfigError

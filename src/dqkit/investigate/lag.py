@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
+from dqkit.investigate.db import connect_read_only
 from dqkit.investigate.spans import SpanData
 
 _PCTS = """count(*) AS events,
@@ -19,7 +19,7 @@ def event_lag(warehouse: str | Path, every: str = "hour") -> pl.DataFrame:
     with the share of events loaded after their UTC day had closed."""
     if every not in ("hour", "day"):
         raise ValueError(f"every={every!r}: use 'hour' or 'day'")
-    con = duckdb.connect(str(warehouse), read_only=True)
+    con = connect_read_only(warehouse)
     try:
         con.execute("SET TimeZone = 'UTC'")
         return con.sql(f"""

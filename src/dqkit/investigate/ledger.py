@@ -15,6 +15,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from dqkit.investigate.db import connect_read_only
+
 LEDGER_COLUMNS = ["trace_id", "batch_id", "received", "loaded", "invalid", "duplicate", "dead_lettered", "in_flight"]
 COUNTS = ["received", "invalid", "duplicate", "published", "enriched", "loaded", "dead_lettered", "in_flight"]
 SEGMENTS = ["platform", "app_version", "sdk_version", "country"]
@@ -148,7 +150,7 @@ def rollup(ledger: pl.DataFrame, by: list[str] | None = None, every: str | None 
 
 def warehouse_ledger(warehouse: str | Path) -> pl.DataFrame:
     """Per-batch ledger from a dqkit warehouse alone (opened read-only)."""
-    con = duckdb.connect(str(warehouse), read_only=True)
+    con = connect_read_only(warehouse)
     try:
         return con.sql(_WAREHOUSE_LEDGER).pl().select(LEDGER_COLUMNS)
     finally:

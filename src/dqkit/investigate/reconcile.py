@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
+from dqkit.investigate.db import connect_read_only
 from dqkit.investigate.ledger import batch_ledger, table_ledger
 from dqkit.investigate.spans import SpanData, load_spans
 
@@ -33,7 +33,7 @@ TOTAL_KEYS = ("received", "invalid", "duplicate", "published", "warehouse_rows",
 
 
 def _warehouse_frames(warehouse: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    con = duckdb.connect(str(warehouse), read_only=True)
+    con = connect_read_only(warehouse)
     try:
         con.execute("SET TimeZone = 'UTC'")
         tables = [r[0] for r in con.execute(

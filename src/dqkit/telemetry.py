@@ -173,18 +173,57 @@ class Telemetry:
 
     # -- spans -------------------------------------------------------------------------
     def emit_spans(self, spans: pl.DataFrame) -> None:
+        """Write (and send) spans now."""
+        self.publish(self.stage(spans, "now"))
+
+    # A replay stages a chunk's spans before its warehouse commit and publishes them after, so a
+    # crash never leaves spans of an uncommitted chunk (or loses those of a committed one).
+    def stage(self, spans: pl.DataFrame, chunk_id: str) -> tuple[str, Path | None, pl.DataFrame]:
+        """Write ``spans`` to a pending file for ``chunk_id``."""
+        pending = None
+        if self._traces is not None and not spans.is_empty():
+            pending = self.config.out_dir / f"traces.jsonl.pending-{chunk_id}"
+            with open(pending, "w", encoding="utf-8") as fh:
+                for line in span_lines(spans, dict(self.config.resource), SCOPE):
+                    fh.write(line + "\n")
+        return chunk_id, pending, spans
+
+    def publish(self, staged: tuple[str, Path | None, pl.DataFrame]) -> None:
+        """Append a staged chunk to ``traces.jsonl`` and hand it to the network exporter."""
+        _, pending, spans = staged
         if spans.is_empty():
             return
-        if self._traces is not None:
-            for line in span_lines(spans, dict(self.config.resource), SCOPE):
-                self._traces.write(line + "\n")
+        if pending is not None and self._traces is not None:
+            self._traces.write(pending.read_text(encoding="utf-8"))
             self._traces.flush()
+            pending.unlink()
             self.stats.spans_written += spans.height
         if self._queue is not None:
             try:
                 self._queue.put_nowait(spans)
             except queue.Full:
                 self._count_dropped(spans.height)
+
+    def recover(self, committed: set[str]) -> int:
+        """After a crash: cut a half-written last line, append the pending spans of chunks the
+        warehouse committed, and drop the others. Returns the chunks recovered."""
+        if self._traces is None:
+            return 0
+        self._traces.flush()
+        path = self.config.out_dir / "traces.jsonl"
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(path, "r+b") as fh:
+                fh.truncate(data.rfind(b"\n") + 1)
+            self._traces.seek(0, 2)
+        recovered = 0
+        for pending in sorted(self.config.out_dir.glob("traces.jsonl.pending-*")):
+            if pending.name.split("pending-", 1)[1] in committed:
+                self._traces.write(pending.read_text(encoding="utf-8"))
+                self._traces.flush()
+                recovered += 1
+            pending.unlink()
+        return recovered
 
     def _count_dropped(self, n: int) -> None:
         with self._lock:

@@ -67,7 +67,7 @@ def _files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for p in items:
         if p.is_dir():
-            found = sorted(p.glob("traces*.json*"))
+            found = sorted(f for f in p.glob("traces*") if f.suffix in (".json", ".jsonl"))
             if not found:
                 raise InputError(f"no traces*.json or traces*.jsonl files in {str(p)!r}")
             files += found

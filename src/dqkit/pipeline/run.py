@@ -190,6 +190,10 @@ class Replay:
         self.deliveries = 0
         self.started = datetime.now(UTC)
         self.truth = [FaultTruth(f) for f in self.config.faults]
+        self._chunk_seq = 0
+        # Finish what a crashed replay left: spans of committed chunks are kept, others dropped.
+        committed = {r[0] for r in self.wh.con.execute("SELECT chunk_id FROM telemetry_chunks").fetchall()}
+        self.recovered_chunks = self.telemetry.recover(committed)
 
     # ------------------------------------------------------------------------------------
     def process(self, chunk: readers.RawChunk) -> dict[str, int]:
@@ -379,14 +383,16 @@ class Replay:
                 raise
 
         try:
-            result = self._finish(chunk, d, v, dd, rows, outcomes, session_changes)
+            result, staged = self._finish(chunk, d, v, dd, rows, outcomes, session_changes)
             self.wh.commit()
         except BaseException:
             self.wh.rollback()
             raise
+        self.telemetry.publish(staged)
+        self.ledger.add(result)
         return result
 
-    def _finish(self, chunk, d, v, dd, rows, outcomes, session_changes) -> dict[str, int]:
+    def _finish(self, chunk, d, v, dd, rows, outcomes, session_changes) -> tuple[dict[str, int], tuple]:
         run_id = self.run_id
         out = _outcome_frame(outcomes)
         rows = rows.join(out.select("table", "injected", landed=pl.col("success")), on=["table", "injected"], how="left")
@@ -418,12 +424,14 @@ class Replay:
                 spans.enrich_spans(d, self.queue.topic),
                 spans.load_spans(*load_frames[:3]),
             ])
-            self.telemetry.emit_spans(span_frame)
+            self._chunk_seq += 1
+            chunk_id = f"{self.run_id}-{self._chunk_seq:06d}"
+            staged = self.telemetry.stage(span_frame, chunk_id)
+            self.wh.con.execute("INSERT INTO telemetry_chunks VALUES (?, ?)", [chunk_id, self.run_id])
             self._record_metrics(d, rows, v, dd)
 
         totals = d.select(pl.col("received", "loaded", "invalid", "duplicate", "dead_lettered", "in_flight").sum()).row(0, named=True)
-        self.ledger.add(totals)
-        return totals
+        return totals, staged
 
     def _load_telemetry(self, d: pl.DataFrame, rows: pl.DataFrame, out: pl.DataFrame) -> tuple[pl.DataFrame, ...]:
         """Loads (one per cadence tick in this chunk), their table inserts and batch links."""

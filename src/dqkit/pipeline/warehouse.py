@@ -54,6 +54,7 @@ LOAD_AUDIT_COLUMNS: dict[str, str] = {
 _STATE_TABLES = {
     "dedup_state": {"event_id": "VARCHAR", "batch_id": "VARCHAR", "trace_id": "VARCHAR", "received_at": "TIMESTAMPTZ"},
     "session_state": {"user_id": "VARCHAR", "last_ts": "TIMESTAMPTZ", "session_id": "VARCHAR", "session_events": "BIGINT"},
+    "telemetry_chunks": {"chunk_id": "VARCHAR", "run_id": "VARCHAR"},
     "runs": {"run_id": "VARCHAR", "sample": "VARCHAR", "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ",
              "received": "BIGINT", "loaded": "BIGINT", "invalid": "BIGINT", "duplicate": "BIGINT",
              "dead_lettered": "BIGINT", "in_flight": "BIGINT", "skipped_deliveries": "BIGINT", "faults": "VARCHAR"},

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "charts", "load_spans", "reconcile", "replay"]
+__all__ = ["__version__", "charts", "diagnose", "explain", "load_spans", "reconcile", "replay"]
 
 
 def __getattr__(name: str):
@@ -19,6 +19,14 @@ def __getattr__(name: str):
         from dqkit.investigate.reconcile import reconcile
 
         return reconcile
+    if name == "diagnose":
+        from dqkit.investigate.diagnose import diagnose
+
+        return diagnose
+    if name == "explain":
+        from dqkit.investigate.explain import explain
+
+        return explain
     if name == "charts":
         from dqkit.investigate import charts
 

@@ -239,5 +239,74 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json) -> None:
                    f"{f['window']['start']} .. {f['window']['end']}; most in {segs}")
 
 
+@main.command()
+@click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
+@click.option("--spans", "-s", "spans", multiple=True, type=click.Path(path_type=Path),
+              help="OTLP/JSON span export (file or folder), to say which stage delayed events; repeatable.")
+@click.option("--day", required=True, help="The day to explain (YYYY-MM-DD, UTC).")
+@click.option("--baseline-day", help="The day to compare with; default: the same weekday a week before, else the day before.")
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON (the documented contract).")
+def diagnose(warehouse, spans, day, baseline_day, as_json) -> None:
+    """Is the DAU change on --day real, or did the pipeline lose or delay users?
+
+    Decomposes the change against the baseline into users lost at each stage, users expected to
+    arrive late and a real change; ranks findings with the stage, segment and window that explain them.
+    """
+    from datetime import date as _date
+
+    from dqkit.investigate.diagnose import diagnose as run
+
+    try:
+        d = _date.fromisoformat(day)
+        b = _date.fromisoformat(baseline_day) if baseline_day else None
+    except ValueError as exc:
+        _fail(ValueError(f"--day/--baseline-day must look like 2026-11-20: {exc}"))
+    try:
+        result = run(warehouse, list(spans) or None, d, b)
+    except DqkitError as exc:
+        _fail(exc)
+    doc = result.to_dict()
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    dau = doc["dau"]
+    click.echo(f"{doc['day']} against {doc['baseline_day']} ({doc['baseline_reason']}): verdict {doc['verdict'].upper()}")
+    click.echo(f"  DAU in the warehouse {dau['warehouse']:,}  received {dau['received']:,}  baseline {dau['baseline']:,}  "
+               f"change {dau['change_pct']:+.1f}%  expected late {dau['expected_late']:,}")
+    parts = ", ".join(f"{k} {v:+,}" for k, v in doc["decomposition"]["parts"].items() if v)
+    click.echo(f"  change {doc['decomposition']['total_change']:+,} users = {parts or 'nothing'}")
+    for i, f in enumerate(doc["findings"], 1):
+        seg = ", ".join(f"{k}={v}" for k, v in f["segment"].items()) or "all traffic"
+        click.echo(f"{i}. {f['stage']} {f['kind']} [{seg}] {f['window']['start']} .. {f['window']['end']} "
+                   f"(confidence {f['confidence']:.2f}): {f['evidence']}")
+
+
+@main.command()
+@click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
+@click.option("--event-id", help="Explain this event id.")
+@click.option("--user-id", help="Explain this user's events (with --day).")
+@click.option("--day", help="Day for --user-id (YYYY-MM-DD, UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def explain(warehouse, event_id, user_id, day, as_json) -> None:
+    """List every decision that touched an event, or a user's events on a day."""
+    from dqkit.investigate.explain import explain as run
+
+    if bool(event_id) == bool(user_id) or (user_id and not day):
+        _fail(ValueError("pass --event-id ID, or --user-id U with --day YYYY-MM-DD"))
+    try:
+        rows = run(warehouse, event_id=event_id, user_id=user_id, day=day)
+    except (DqkitError, ValueError) as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("Nothing in the warehouse matches (neither loaded nor rejected).")
+    for r in rows:
+        click.echo(f"event {r['event_id']} ({r['event_type']}, {r['event_ts'] or 'no valid time'}): {r['outcome']}")
+        for step in r["decisions"]:
+            click.echo(f"  - {step}")
+
+
 if __name__ == "__main__":
     main()

@@ -30,7 +30,7 @@ EVENT_COLUMNS: dict[str, str] = {
 
 REJECTED_COLUMNS: dict[str, str] = {
     "event_id": "VARCHAR", "batch_id": "VARCHAR", "trace_id": "VARCHAR", "delivery_key": "VARCHAR",
-    "stage": "VARCHAR", "reason": "VARCHAR", "detail": "VARCHAR", "event_type": "VARCHAR",
+    "user_id": "VARCHAR", "stage": "VARCHAR", "reason": "VARCHAR", "detail": "VARCHAR", "event_type": "VARCHAR",
     "platform": "VARCHAR", "app_version": "VARCHAR", "sdk_version": "VARCHAR",
     "received_at": "TIMESTAMPTZ", "event_ts": "TIMESTAMPTZ", "duplicate_of_batch": "VARCHAR",
     "duplicate_of_trace": "VARCHAR", "raw": "VARCHAR", "run_id": "VARCHAR",
@@ -112,6 +112,9 @@ class Warehouse:
         for name, cols in {"rejected_events": REJECTED_COLUMNS, "deliveries": DELIVERY_COLUMNS,
                            "load_audit": LOAD_AUDIT_COLUMNS, **_STATE_TABLES}.items():
             self.con.execute(_ddl(name, cols))
+            # A warehouse written by an older dqkit gains the newer columns (empty for old rows).
+            for col, typ in cols.items():
+                self.con.execute(f"ALTER TABLE {quote_ident(name)} ADD COLUMN IF NOT EXISTS {quote_ident(col)} {typ}")
         self.refresh_events_view()
 
     def event_tables(self) -> list[str]:

@@ -1,0 +1,287 @@
+"""DAU-drop diagnosis: decompose a day's DAU change, find where losses concentrate, give a verdict.
+
+The change in warehouse DAU between ``day`` and a baseline splits exactly into users lost at
+each pipeline stage (beyond the baseline's ordinary losses), users expected to arrive late, and
+the remainder: a real change in users. Findings add what does not move DAU but matters:
+delays and degraded enrichment. Each finding's segment is searched, not given: the narrowest
+combination of platform, app_version, sdk_version, event_type and country that holds most of
+the affected events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from dqkit.investigate.dau import STAGE_ORDER, day_counts, expected_late, lost_users, open_activity, pick_baseline
+
+DIMENSIONS = ("platform", "app_version", "sdk_version", "event_type", "country")
+MATERIAL_PCT = 1.0  # a DAU change smaller than this (percent) is noise
+SEGMENT_SHARE = 0.8  # a segment value must hold this share of the affected events
+DELAY = timedelta(hours=1)
+
+
+@dataclass
+class Diagnosis:
+    day: date
+    baseline_day: date
+    baseline_reason: str
+    dau: dict
+    decomposition: dict
+    findings: list[dict]
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return {"day": self.day.isoformat(), "baseline_day": self.baseline_day.isoformat(),
+                "baseline_reason": self.baseline_reason, "verdict": self.verdict, "dau": self.dau,
+                "decomposition": self.decomposition, "findings": self.findings}
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat().replace("+00:00", "Z")
+
+
+def _segment(affected: pl.DataFrame) -> dict:
+    """Greedy search for the narrowest segment holding most of ``affected``'s events."""
+    seg: dict = {}
+    rows = affected
+    for dim in DIMENSIONS:
+        if dim not in rows.columns or rows.is_empty():
+            continue
+        top = rows.group_by(dim).len().sort("len", dim, descending=[True, False]).row(0)
+        if top[0] is not None and top[0] != "unknown" and top[1] / rows.height >= SEGMENT_SHARE:
+            seg[dim] = top[0]
+            rows = rows.filter(pl.col(dim) == top[0])
+    return seg
+
+
+def _window(affected: pl.DataFrame) -> dict:
+    # An event rejected as invalid has no trustworthy timestamp: place it by arrival.
+    when = pl.coalesce("event_ts", "received_at")
+    if "stage" in affected.columns:
+        when = pl.when(pl.col("stage") == "validate").then(pl.col("received_at")).otherwise(when)
+    t = affected.select(when.alias("t"))["t"]
+    lo, hi = t.min(), t.max()
+    if lo is None:
+        return {"start": None, "end": None}
+    lo = lo.replace(minute=0, second=0, microsecond=0)
+    hi = hi.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return {"start": _iso(lo), "end": _iso(hi)}
+
+
+def _significant(observed: float, expected: float, volume: float = 0.0) -> bool:
+    """An observed count clearly above what the baseline's rate predicts (and not a sliver of the day)."""
+    return observed - expected >= max(5.0, 3 * expected ** 0.5, 0.005 * volume) and observed >= 1.5 * expected
+
+
+def material_pct(baseline_dau: int) -> float:
+    """The smallest DAU change (percent) that is not day-to-day noise: 1%, or three Poisson
+    standard deviations of the baseline's DAU when that is larger (small products)."""
+    return max(MATERIAL_PCT, 300 / max(baseline_dau, 1) ** 0.5)
+
+
+def _excess_hours(con, affected: pl.DataFrame, where: str, baseline: date, ratio: float) -> pl.DataFrame:
+    """The affected events in hours that stand out against the baseline's same hour."""
+    if affected.is_empty():
+        return affected
+    t = pl.coalesce("event_ts", "received_at") if "stage" not in where else pl.col("received_at")
+    hours = affected.with_columns(hour=t.dt.hour())
+    base = con.sql(f"SELECT hour(CASE WHEN stage = 'validate' THEN received_at ELSE coalesce(event_ts, received_at) END) AS hour, "
+                   f"count(*) AS n FROM activity_day WHERE day = ? AND ({where}) GROUP BY 1", params=[baseline]).pl()
+    per = hours.group_by("hour").len().join(base, on="hour", how="left").with_columns(pl.col("n").fill_null(0) * ratio)
+    hot = per.filter(pl.struct("len", "n").map_batches(
+        lambda st: pl.Series([_significant(r["len"], r["n"]) for r in st.to_list()]), return_dtype=pl.Boolean))["hour"]
+    if hot.is_empty():
+        return hours.drop("hour")
+    lo, hi = hot.min(), hot.max()
+    return hours.filter(pl.col("hour").is_between(lo, hi)).drop("hour")
+
+
+def _confidence(excess: float, base: float) -> float:
+    """How clearly an excess stands above the baseline's level (0..1)."""
+    if excess <= 0:
+        return 0.0
+    return round(min(1.0, excess / (excess + base + 3)), 2)
+
+
+def _activity(con, day: date, where: str = "true") -> pl.DataFrame:
+    return con.sql(f"SELECT * FROM activity_day WHERE day = ? AND ({where})", params=[day]).pl()
+
+
+def diagnose(warehouse: str | Path, spans=None, day: date | str | None = None, baseline_day: date | str | None = None) -> Diagnosis:
+    """Explain the DAU change on ``day`` against ``baseline_day`` (picked when not given).
+
+    ``spans`` (optional: loaded spans or export paths) attribute delays to a pipeline stage.
+    """
+    con = open_activity(warehouse)
+    try:
+        return _diagnose(con, spans, _as_date(day) if day else _latest(con), _as_date(baseline_day) if baseline_day else None)
+    finally:
+        con.close()
+
+
+def _as_date(d) -> date:
+    return d if isinstance(d, date) else date.fromisoformat(str(d))
+
+
+def _latest(con) -> date:
+    return con.execute("SELECT max(day) FROM activity_day WHERE outcome = 'loaded'").fetchall()[0][0]
+
+
+def _diagnose(con: duckdb.DuckDBPyConnection, spans, day: date, baseline: date | None) -> Diagnosis:
+    reason = "given"
+    if baseline is None:
+        baseline, reason = pick_baseline(con, day)
+    d, b = day_counts(con, day), day_counts(con, baseline)
+    late = expected_late(con, day, baseline)
+    base_dau = max(b.warehouse, 1)
+    change = d.warehouse - b.warehouse
+    parts = {s: -(d.lost_by_stage[s] - b.lost_by_stage[s]) for s in STAGE_ORDER}
+    parts["late_arrival"] = -late
+    parts["real_change"] = (d.received + late) - b.received
+    decomposition = {"total_change": change, "parts": parts, "adds_up": sum(parts.values()) == change}
+
+    findings: list[dict] = []
+    lost_d = lost_users(con, day)
+    # Drops at a stage: excess rejected events (and users wholly lost) over the baseline.
+    vol_d = max(con.execute("SELECT count(*) FROM activity_day WHERE day = ?", [day]).fetchall()[0][0], 1)
+    vol_b = max(con.execute("SELECT count(*) FROM activity_day WHERE day = ?", [baseline]).fetchall()[0][0], 1)
+    for stage in STAGE_ORDER:
+        ev_d = _activity(con, day, f"outcome = 'rejected' AND stage = '{stage}'")
+        ev_b = con.execute("SELECT count(*) FROM activity_day WHERE day = ? AND outcome = 'rejected' AND stage = ?",
+                           [baseline, stage]).fetchall()[0][0]
+        expected = ev_b * vol_d / vol_b
+        excess = ev_d.height - expected
+        if not _significant(ev_d.height, expected, vol_d):
+            continue
+        users_lost = int((lost_d["stage"] == stage).sum())
+        impact = round(-(d.lost_by_stage[stage] - b.lost_by_stage[stage]) / base_dau * 100, 2)
+        # The hours that stand out define the window, and the segment is searched among them.
+        hot = _excess_hours(con, ev_d, f"outcome = 'rejected' AND stage = '{stage}'", baseline, vol_d / vol_b)
+        findings.append({
+            "stage": stage, "kind": "drop", "segment": _segment(hot), "window": _window(hot),
+            "events": ev_d.height, "users": users_lost, "dau_impact_pct": impact,
+            "confidence": _confidence(excess, expected),
+            "evidence": f"{ev_d.height:,} events rejected at {stage} on {day} against about {expected:,.0f} at the "
+                        f"baseline's rate; {users_lost:,} users had nothing loaded.",
+        })
+
+    # Degraded enrichment: loaded events missing geo or profile fields, above the baseline's share.
+    for stage, col in (("enrich.geo_ip", "geo_country"), ("enrich.user_profile", "user_country")):
+        share_b = con.execute(f"SELECT avg(CASE WHEN {col} IS NULL THEN 1.0 ELSE 0 END) FROM activity_day "
+                              "WHERE day = ? AND outcome = 'loaded'", [baseline]).fetchall()[0][0] or 0.0
+        hit = _activity(con, day, f"outcome = 'loaded' AND {col} IS NULL")
+        loaded_d = max(con.execute("SELECT count(*) FROM activity_day WHERE day = ? AND outcome = 'loaded'", [day]).fetchall()[0][0], 1)
+        excess = hit.height - share_b * loaded_d
+        if not _significant(hit.height, share_b * loaded_d, loaded_d):
+            continue
+        hot = _excess_hours(con, hit, f"outcome = 'loaded' AND {col} IS NULL", baseline, vol_d / vol_b)
+        findings.append({
+            "stage": stage, "kind": "degraded", "segment": _segment(hot), "window": _window(hot),
+            "events": hit.height, "users": hit["user_id"].n_unique(), "dau_impact_pct": 0.0,
+            "confidence": _confidence(excess, share_b * loaded_d),
+            "evidence": f"{hit.height:,} loaded events lack {col} ({hit.height / loaded_d:.1%}) against "
+                        f"{share_b:.1%} on the baseline day.",
+        })
+
+    # Delays: events loaded more than an hour after they happened, above the baseline's share.
+    slow = f"outcome = 'loaded' AND loaded_at - coalesce(event_ts, received_at) > INTERVAL {int(DELAY.total_seconds())} SECOND"
+    hit = _activity(con, day, slow)
+    base_slow = con.execute(f"SELECT count(*) FROM activity_day WHERE day = ? AND {slow}", [baseline]).fetchall()[0][0]
+    expected = base_slow * vol_d / vol_b
+    if _significant(hit.height, expected, vol_d):
+        hit = _excess_hours(con, hit, slow, baseline, vol_d / vol_b)
+        client = hit.select(((pl.col("received_at") - pl.col("event_ts")) > (pl.col("loaded_at") - pl.col("received_at"))).mean()).item()
+        stage = "client" if client and client > 0.5 else _delay_stage(spans, hit)
+        findings.append({
+            "stage": stage, "kind": "delay", "segment": _segment(hit), "window": _window(hit),
+            "events": hit.height, "users": hit["user_id"].n_unique(), "dau_impact_pct": 0.0,
+            "confidence": _confidence(hit.height - expected, expected),
+            "evidence": f"{hit.height:,} events reached the warehouse over an hour after they happened, against about "
+                        f"{expected:,.0f} at the baseline's rate; most of the wait was in {stage}.",
+        })
+
+    # A real change: received users moved, not explained by the pipeline.
+    real = parts["real_change"]
+    if abs(real) / base_dau * 100 >= material_pct(b.warehouse):
+        seg, moved = _real_segment(con, day, baseline)
+        findings.append({
+            "stage": "none", "kind": "real_change" if real < 0 else "inflated", "segment": seg,
+            "window": {"start": _iso(datetime.combine(day, datetime.min.time()).astimezone()), "end": None},
+            "events": 0, "users": abs(real), "dau_impact_pct": round(real / base_dau * 100, 2),
+            "confidence": round(min(1.0, abs(moved) / max(abs(real), 1)), 2) if seg else 0.5,
+            "evidence": f"{d.received:,} users sent events on {day} against {b.received:,} on {baseline}"
+                        + (f"; {abs(moved):,} of the change is in {seg}." if seg else "."),
+        })
+        findings[-1]["window"] = {"start": f"{day.isoformat()}T00:00:00Z", "end": f"{(day + timedelta(days=1)).isoformat()}T00:00:00Z"}
+        if real > 0:
+            findings[-1]["stage"] = "client"
+
+    findings.sort(key=lambda f: (-abs(f["dau_impact_pct"]), -f["confidence"], -f["events"]))
+    change_pct = round(change / base_dau * 100, 2)
+    pipeline = sum(v for k, v in parts.items() if k != "real_change")
+    verdict = _verdict(pipeline, real, base_dau, findings, material_pct(b.warehouse))
+    dau = {"warehouse": d.warehouse, "received": d.received, "baseline": b.warehouse, "change_pct": change_pct,
+           "expected_late": late}
+    return Diagnosis(day, baseline, reason, dau, decomposition, findings, verdict)
+
+
+def _verdict(pipeline: int, real: int, base: int, findings: list[dict], material: float) -> str:
+    pipe_pct, real_pct = abs(pipeline) / base * 100, abs(real) / base * 100
+    pipe_found = any(f["stage"] not in ("none", "client") and f["confidence"] >= 0.5 for f in findings)
+    if real_pct >= material and (pipe_pct >= material or (pipe_found and pipe_pct >= MATERIAL_PCT)):
+        return "mixed"
+    if real_pct >= material:
+        return "real"
+    return "pipeline" if pipe_found or pipe_pct >= material else "none"
+
+
+def _real_segment(con, day: date, baseline: date) -> tuple[dict, int]:
+    """The segment value whose users moved most, when it holds most of the move and its
+    dimension is not merely churning (one app version replacing another)."""
+    total = con.execute("SELECT count(DISTINCT user_id) FILTER (WHERE day = ?) - count(DISTINCT user_id) FILTER (WHERE day = ?) "
+                        "FROM activity_day WHERE outcome = 'loaded'", [day, baseline]).fetchall()[0][0]
+    best: tuple[dict, int] = ({}, 0)
+    if not total:
+        return best
+    for dim in ("country", "platform", "app_version"):
+        col = "coalesce(user_country, country)" if dim == "country" else dim
+        moves = con.execute(f"""
+            SELECT v, count(DISTINCT user_id) FILTER (WHERE day = ?) - count(DISTINCT user_id) FILTER (WHERE day = ?) AS moved
+            FROM (SELECT {col} AS v, user_id, day FROM activity_day WHERE day IN (?, ?) AND outcome = 'loaded')
+            WHERE v IS NOT NULL AND v <> 'unknown' GROUP BY v ORDER BY abs(moved) DESC, v
+        """, [day, baseline, day, baseline]).fetchall()
+        if not moves:
+            continue
+        value, moved = moves[0]
+        against = sum(m for _, m in moves if (m > 0) != (moved > 0))
+        if moved / total >= 0.6 and abs(against) < 0.5 * abs(moved) and abs(moved) > abs(best[1]):
+            best = ({dim: value}, moved)
+    return best
+
+
+def _delay_stage(spans, hit: pl.DataFrame) -> str:
+    """Which pipeline stage held the delayed batches longest, from their spans."""
+    if spans is None:
+        return "queue"
+    from dqkit.investigate.spans import SpanData, load_spans
+
+    sd = spans if isinstance(spans, SpanData) else load_spans(spans)
+    traces = hit.select("trace_id").unique()
+    sd.con.register("_slow", traces.to_arrow())
+    try:
+        row = sd.con.sql("""
+            WITH p AS (SELECT trace_id, max(end_ns) AS end_ns FROM spans WHERE name = 'analytics.publish_to_queue' GROUP BY 1),
+                 e AS (SELECT trace_id, start_ns, end_ns FROM spans WHERE name = 'analytics.enrich'),
+                 u AS (SELECT trace_id, end_ns - start_ns AS d FROM spans WHERE name = 'analytics.enrich.user_profile')
+            SELECT median(e.start_ns - p.end_ns), median(u.d)
+            FROM _slow s JOIN p USING (trace_id) JOIN e USING (trace_id) JOIN u USING (trace_id)
+        """).fetchall()[0]
+    finally:
+        sd.con.unregister("_slow")
+    queue, profile = (row or (0, 0))
+    return "queue" if (queue or 0) >= (profile or 0) else "enrich.user_profile"

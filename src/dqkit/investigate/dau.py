@@ -27,11 +27,13 @@ STAGE_ORDER = ("validate", "dedup", "warehouse.insert")
 _ACTIVITY = """
 CREATE OR REPLACE TEMP VIEW activity AS
 SELECT user_id, event_ts, received_at, loaded_at, 'loaded' AS outcome, NULL AS stage, platform, app_version,
-       sdk_version, event_type, coalesce(geo_country, 'unknown') AS country, geo_country, user_country, batch_id, trace_id
+       sdk_version, event_type, coalesce(geo_country, 'unknown') AS country, geo_country, user_country, batch_id, trace_id,
+       NULL AS duplicate_of_trace
 FROM events
 UNION ALL BY NAME
 SELECT {rejected_user} AS user_id, event_ts, received_at, NULL AS loaded_at, 'rejected' AS outcome, stage, platform,
-       app_version, sdk_version, event_type, 'unknown' AS country, NULL AS geo_country, NULL AS user_country, batch_id, trace_id
+       app_version, sdk_version, event_type, 'unknown' AS country, NULL AS geo_country, NULL AS user_country, batch_id, trace_id,
+       duplicate_of_trace
 FROM rejected_events WHERE {rejected_user} IS NOT NULL;
 CREATE OR REPLACE TEMP VIEW activity_day AS
 -- An event rejected as invalid has no trustworthy timestamp: it counts on the day it arrived.

@@ -162,8 +162,14 @@ def _diagnose(con: duckdb.DuckDBPyConnection, spans, day: date, baseline: date |
         impact = round(-(d.lost_by_stage[stage] - b.lost_by_stage[stage]) / base_dau * 100, 2)
         # The hours that stand out define the window, and the segment is searched among them.
         hot = _excess_hours(con, ev_d, f"outcome = 'rejected' AND stage = '{stage}'", baseline, vol_d / vol_b)
+        kind = "drop"
+        if stage == "dedup":
+            # Repeats of an earlier delivery are resends (nothing lost); repeats inside one
+            # delivery are distinct events sharing an id, and those are lost.
+            same = hot.select((pl.col("duplicate_of_trace") == pl.col("trace_id")).mean()).item() or 0.0
+            kind = "drop" if same >= 0.5 else "inflated"
         findings.append({
-            "stage": stage, "kind": "drop", "segment": _segment(hot), "window": _window(hot),
+            "stage": stage, "kind": kind, "segment": _segment(hot), "window": _window(hot),
             "events": ev_d.height, "users": users_lost, "dau_impact_pct": impact,
             "confidence": _confidence(excess, expected),
             "evidence": f"{ev_d.height:,} events rejected at {stage} on {day} against about {expected:,.0f} at the "

@@ -71,6 +71,9 @@ def test_top_finding_names_the_injected_incident(tmp_path, scenarios, faults, st
     assert segment.items() <= top["segment"].items(), top["segment"]
     assert _overlaps(top["window"], DAY + window[0] + ":00:00Z", DAY + window[1] + ":00:00Z"), top["window"]
     assert d["verdict"] == verdict
+    if kind == "degraded":
+        degraded = d["decomposition"]["degraded_users"][stage]
+        assert degraded["day"] > degraded["baseline"] and degraded["day"] >= top["users"] > 0
     assert set(top) == {"stage", "kind", "segment", "window", "events", "users", "dau_impact_pct", "confidence", "evidence"}
 
 

@@ -143,7 +143,13 @@ def _diagnose(con: duckdb.DuckDBPyConnection, spans, day: date, baseline: date |
     parts = {s: -(d.lost_by_stage[s] - b.lost_by_stage[s]) for s in STAGE_ORDER}
     parts["late_arrival"] = -late
     parts["real_change"] = (d.received + late) - b.received
-    decomposition = {"total_change": change, "parts": parts, "adds_up": sum(parts.values()) == change}
+    decomposition = {"total_change": change, "parts": parts, "adds_up": sum(parts.values()) == change,
+                     # Counted in DAU but with degraded data: users with loaded events lacking geo or profile.
+                     "degraded_users": {
+                         stage: {str(k): v for k, v in zip(("day", "baseline"), con.execute(
+                             f"SELECT count(DISTINCT user_id) FILTER (WHERE day = ?), count(DISTINCT user_id) FILTER (WHERE day = ?) "
+                             f"FROM activity_day WHERE outcome = 'loaded' AND {col} IS NULL", [day, baseline]).fetchall()[0])}
+                         for stage, col in (("enrich.geo_ip", "geo_country"), ("enrich.user_profile", "user_country"))}}
 
     findings: list[dict] = []
     lost_d = lost_users(con, day)

@@ -308,5 +308,48 @@ def explain(warehouse, event_id, user_id, day, as_json) -> None:
             click.echo(f"  - {step}")
 
 
+@main.command()
+@click.option("--day", help="Day to report on (YYYY-MM-DD, UTC); default: yesterday.")
+@click.option("--warehouse", "-w", type=click.Path(path_type=Path), help="DuckDB warehouse (default: a demo replay).")
+@click.option("--spans", "-s", type=click.Path(path_type=Path), help="Span export: traces.jsonl or the telemetry folder.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dqkit-report"), show_default=True,
+              help="Folder for the executed notebook, the HTML report and findings.json.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Notebook parameter, e.g. max_lag_p95_s=1800 or max_rejected_share=0.02 (repeatable).")
+def report(day, warehouse, spans, out, params) -> None:
+    """Run the daily quality report (papermill) and exit non-zero when a threshold breaks.
+
+    \b
+    Writes OUT/quality_report-DAY.ipynb (executed), OUT/quality_report-DAY.html (standalone,
+    charts embedded) and OUT/findings.json.
+    Exit codes: 0 healthy; 3 a threshold was breached (unexplained loss, lag p95, rejected
+    share); 1 the notebook failed (the executed notebook keeps the error); 2 bad arguments.
+    Cron: 15 6 * * *  cd /srv/dqkit && .venv/bin/dqkit report -w wh.duckdb -s telemetry --out reports/$(date +\\%F)
+    """
+    from dqkit.report import EXIT_USAGE, run_report, yesterday
+
+    kv = {}
+    for p in params:
+        key, eq, value = p.partition("=")
+        if not eq:
+            click.echo(f"dqkit: error: --param {p!r} must look like key=value", err=True)
+            sys.exit(EXIT_USAGE)
+        kv[key] = value
+    if bool(warehouse) != bool(spans):
+        click.echo("dqkit: error: pass both --warehouse and --spans, or neither for the demo", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        code, doc = run_report(day or yesterday(), warehouse or "", spans or "", out, kv)
+    except DqkitError as exc:
+        click.echo(f"dqkit: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    if code == 1:
+        click.echo(f"dqkit: the report notebook failed; see the executed notebook in {out}", err=True)
+    else:
+        state = "healthy" if code == 0 else "THRESHOLD BREACHED: " + "; ".join(doc["breaches"])
+        click.echo(f"{doc['day']}: {state}. Report: {out}")
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     main()

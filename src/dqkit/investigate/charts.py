@@ -104,3 +104,11 @@ def save(chart: alt.TopLevelMixin, path: str | Path, scale: float = 2.0) -> Path
     else:
         chart.save(str(p))
     return p
+
+
+def png(chart: alt.TopLevelMixin, scale: float = 1.5):
+    """The chart as an embedded PNG for notebooks and HTML reports (no JavaScript, no network)."""
+    import vl_convert
+    from IPython.display import Image
+
+    return Image(data=vl_convert.vegalite_to_png(chart.to_json(), scale=scale))

@@ -137,6 +137,12 @@ def _diagnose(con: duckdb.DuckDBPyConnection, spans, day: date, baseline: date |
     if baseline is None:
         baseline, reason = pick_baseline(con, day)
     d, b = day_counts(con, day), day_counts(con, baseline)
+    if b.received == 0:
+        # Nothing to compare with: say so rather than call every user a change.
+        dau = {"warehouse": d.warehouse, "received": d.received, "baseline": 0, "change_pct": 0.0, "expected_late": 0}
+        parts = {s: 0 for s in STAGE_ORDER} | {"late_arrival": 0, "real_change": 0}
+        return Diagnosis(day, baseline, reason + "; it has no data, so nothing was compared", dau,
+                         {"total_change": 0, "parts": parts, "adds_up": True, "degraded_users": {}}, [], "none")
     late = expected_late(con, day, baseline)
     base_dau = max(b.warehouse, 1)
     change = d.warehouse - b.warehouse
@@ -184,20 +190,22 @@ def _diagnose(con: duckdb.DuckDBPyConnection, spans, day: date, baseline: date |
 
     # Degraded enrichment: loaded events missing geo or profile fields, above the baseline's share.
     for stage, col in (("enrich.geo_ip", "geo_country"), ("enrich.user_profile", "user_country")):
-        share_b = con.execute(f"SELECT avg(CASE WHEN {col} IS NULL THEN 1.0 ELSE 0 END) FROM activity_day "
-                              "WHERE day = ? AND outcome = 'loaded'", [baseline]).fetchall()[0][0] or 0.0
-        hit = _activity(con, day, f"outcome = 'loaded' AND {col} IS NULL")
-        loaded_d = max(con.execute("SELECT count(*) FROM activity_day WHERE day = ? AND outcome = 'loaded'", [day]).fetchall()[0][0], 1)
-        excess = hit.height - share_b * loaded_d
-        if not _significant(hit.height, share_b * loaded_d, loaded_d):
+        # Judged on users, not events: a user without a profile takes all their events along.
+        q = (f"SELECT count(DISTINCT user_id) FILTER (WHERE {col} IS NULL), count(DISTINCT user_id) "
+             "FROM activity_day WHERE day = ? AND outcome = 'loaded'")
+        hit_b, users_b = con.execute(q, [baseline]).fetchall()[0]
+        hit_u, users_d = con.execute(q, [day]).fetchall()[0]
+        expected = hit_b / max(users_b, 1) * users_d
+        if not _significant(hit_u, expected, users_d):
             continue
+        hit = _activity(con, day, f"outcome = 'loaded' AND {col} IS NULL")
         hot = _excess_hours(con, hit, f"outcome = 'loaded' AND {col} IS NULL", baseline, vol_d / vol_b)
         findings.append({
             "stage": stage, "kind": "degraded", "segment": _segment(hot), "window": _window(hot),
-            "events": hit.height, "users": hit["user_id"].n_unique(), "dau_impact_pct": 0.0,
-            "confidence": _confidence(excess, share_b * loaded_d),
-            "evidence": f"{hit.height:,} loaded events lack {col} ({hit.height / loaded_d:.1%}) against "
-                        f"{share_b:.1%} on the baseline day.",
+            "events": hit.height, "users": hit_u, "dau_impact_pct": 0.0,
+            "confidence": _confidence(hit_u - expected, expected),
+            "evidence": f"{hit_u:,} users ({hit.height:,} loaded events) lack {col}, against about {expected:,.0f} users "
+                        f"at the baseline day's share.",
         })
 
     # Delays: events loaded more than an hour after they happened, above the baseline's share.

@@ -212,7 +212,10 @@ def load_spans(
             "memory_limit": memory_limit, "preserve_insertion_order": False, "temp_directory": scratch})
         weakref.finalize(con, shutil.rmtree, scratch, True)
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")
+    try:
+        con.execute("SET enable_progress_bar = false")
+    except duckdb.Error:
+        pass  # inside Jupyter DuckDB may refuse to touch its progress bar; it is only cosmetic
     con.execute(_MACROS)
     con.execute("CREATE OR REPLACE TABLE _raw (resource_id BIGINT, scope_name VARCHAR, span JSON)")
     con.execute("CREATE OR REPLACE TABLE span_resources (resource_id BIGINT, attrs MAP(VARCHAR, VARCHAR))")

@@ -139,10 +139,15 @@ NOTEBOOKS = {
                       "      f\"as invalid, {report['unexplained_loss']:,} lost without explanation; verdict on DAU: {report['verdict']}.\")\n"
                       "for b in report[\"breaches\"]:\n    print(\"BREACH:\", b)"),
         new_markdown_cell("## Where the events went"),
-        new_code_cell(IGNORE + "rec = dqkit.reconcile(warehouse, spans)\ncharts.png(charts.funnel(rec))"),
+        new_code_cell(IGNORE + "from datetime import datetime, timedelta, timezone\n"
+                      "start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)\n"
+                      "rec = dqkit.reconcile(warehouse, spans).window(start, start + timedelta(days=1))\n"
+                      "charts.png(charts.funnel(rec, title=f\"Where the events of {day} went\"))"),
         new_code_cell(IGNORE + "charts.png(charts.drop_rate_by_stage(rec))"),
         new_markdown_cell("## Lag"),
-        new_code_cell(IGNORE + "print(f\"p95 lag on {day}: {report['lag_p95_s']} s\")\ncharts.png(charts.lag_percentiles(lag.event_lag(warehouse)))"),
+        new_code_cell(IGNORE + "print(f\"p95 lag on {day}: {report['lag_p95_s']} s\")\n"
+                      "hourly = lag.event_lag(warehouse)\n"
+                      "charts.png(charts.lag_percentiles(hourly.filter(hourly[\"hour\"].dt.date() == start.date())))"),
         new_markdown_cell("## Findings"),
         new_code_cell("for i, f in enumerate(report[\"findings\"], 1):\n"
                       "    seg = \", \".join(f\"{k}={v}\" for k, v in f[\"segment\"].items()) or \"all traffic\"\n"

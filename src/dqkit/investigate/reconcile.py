@@ -92,6 +92,12 @@ class Reconciliation:
         col = "table_silent_loss" if cls == "silent_loss" else "table_over_count"
         return sorted(self.tables.filter(pl.col(col) > 0)["table_name"].unique().to_list())
 
+    def window(self, start: datetime, end: datetime) -> Reconciliation:
+        """The same reconciliation narrowed to batches received (and table-hours) in [start, end)."""
+        b = self.batches.filter(pl.col("received_at").is_between(start, end, closed="left"))
+        t = self.tables.filter(pl.col("hour").is_between(start, end, closed="left"))
+        return Reconciliation(b, t, {k: int(b[k].sum()) for k in TOTAL_KEYS}, self.as_of, self.flight_window)
+
     def to_dict(self) -> dict:
         return {
             "as_of": _iso(self.as_of),

@@ -3,7 +3,6 @@ parameters refused before a kernel starts, failures that keep the evidence, and 
 catches a changed result."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from dqkit.investigate.db import connect_read_only
+from dqkit.db import connect_read_only
 
 STAGE_ORDER = ("validate", "dedup", "warehouse.insert")
 

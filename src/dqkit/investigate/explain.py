@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from dqkit.investigate.db import connect_read_only
+from dqkit.db import connect_read_only
 
 _TRAIL = """
 WITH hits AS (

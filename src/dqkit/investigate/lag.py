@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dqkit.investigate.db import connect_read_only
+from dqkit.db import connect_read_only
 from dqkit.investigate.spans import SpanData
 
 _PCTS = """count(*) AS events,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from dqkit.investigate.db import connect_read_only
+from dqkit.db import connect_read_only
 from dqkit.investigate.ledger import batch_ledger, table_ledger
 from dqkit.investigate.spans import SpanData, load_spans
 

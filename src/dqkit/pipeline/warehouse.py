@@ -16,7 +16,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from dqkit.errors import WarehouseBusyError, WarehouseError
+from dqkit.db import connect
+from dqkit.errors import WarehouseError
 from dqkit.events.schema import is_valid_event_type
 
 EVENT_COLUMNS: dict[str, str] = {
@@ -93,16 +94,7 @@ class Warehouse:
         self.path = Path(path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise WarehouseBusyError(
-                    f"warehouse {str(self.path)!r} is busy: another process is writing it; retry when it finishes, "
-                    "or open a copy read-only"
-                ) from exc
-            raise WarehouseError(f"cannot open warehouse {str(self.path)!r}: {exc}") from exc
-        self.con.execute("SET TimeZone = 'UTC'")
+        self.con = connect(self.path, read_only=read_only)
         if not read_only:
             # Bulk loads pay for frequent checkpoints; one per ~1 GB of WAL is plenty.
             self.con.execute("SET checkpoint_threshold = '1GB'")

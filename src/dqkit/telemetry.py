@@ -181,7 +181,7 @@ class Telemetry:
     def stage(self, spans: pl.DataFrame, chunk_id: str) -> tuple[str, Path | None, pl.DataFrame]:
         """Write ``spans`` to a pending file for ``chunk_id``."""
         pending = None
-        if self._traces is not None and not spans.is_empty():
+        if self._traces is not None and spans.height:
             pending = self.config.out_dir / f"traces.jsonl.pending-{chunk_id}"
             with open(pending, "w", encoding="utf-8") as fh:
                 for line in span_lines(spans, dict(self.config.resource), SCOPE):
@@ -191,7 +191,7 @@ class Telemetry:
     def publish(self, staged: tuple[str, Path | None, pl.DataFrame]) -> None:
         """Append a staged chunk to ``traces.jsonl`` and hand it to the network exporter."""
         _, pending, spans = staged
-        if spans.is_empty():
+        if not spans.height:
             return
         if pending is not None and self._traces is not None:
             self._traces.write(pending.read_text(encoding="utf-8"))

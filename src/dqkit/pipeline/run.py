@@ -57,6 +57,8 @@ class ReplayConfig:
     """Pipeline faults to inject (see :mod:`dqkit.pipeline.faults`)."""
     truth_path: Path | None = None
     """Where to write what the injected faults did (JSON), if anywhere."""
+    tracing: bool = True
+    """Build and export spans (off only to measure what tracing costs)."""
 
 
 @dataclass
@@ -423,7 +425,7 @@ class Replay:
                 spans.ingest_spans(d, self.queue.system, self.queue.topic),
                 spans.enrich_spans(d, self.queue.topic),
                 spans.load_spans(*load_frames[:3]),
-            ])
+            ]) if self.config.tracing else pl.DataFrame()
             self._chunk_seq += 1
             chunk_id = f"{self.run_id}-{self._chunk_seq:06d}"
             staged = self.telemetry.stage(span_frame, chunk_id)

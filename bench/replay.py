@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -54,12 +55,15 @@ print(json.dumps(run(Path(sys.argv[1]), Path(sys.argv[3]), default_geoip_dir(), 
 
 
 def child(code: str, *args: str) -> tuple[dict, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(out.stderr)
-    rss = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
-    return json.loads(out.stdout.strip().splitlines()[-1]), rss
+    """Run ``code`` in a fresh interpreter; its JSON result and its own peak RSS in MB."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # reaped here, so its own rusage is ours to read
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        if proc.returncode:
+            raise SystemExit(err.read())
+        return json.loads(out.read().strip().splitlines()[-1]), usage.ru_maxrss / 1024
 
 
 def main() -> None:

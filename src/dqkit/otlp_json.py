@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import polars as pl
 
 SPAN_SCHEMA: dict[str, pl.DataType] = {
-    "trace_id": pl.String,
+    "trace_id": pl.String,  # lower-case hex, as OTLP/JSON writes it
     "span_id": pl.String,
     "parent_span_id": pl.String,
     "name": pl.String,
@@ -106,9 +106,9 @@ def empty_spans() -> pl.DataFrame:
 
 
 _SPAN_JSON = cat(
-    '{"traceId":"', pl.col("trace_id").str.to_lowercase(),
-    '","spanId":"', pl.col("span_id").str.to_lowercase(),
-    '","parentSpanId":"', pl.col("parent_span_id").fill_null("").str.to_lowercase(),
+    '{"traceId":"', pl.col("trace_id"),
+    '","spanId":"', pl.col("span_id"),
+    '","parentSpanId":"', pl.col("parent_span_id").fill_null(""),
     '","name":', json_string(pl.col("name")),
     ',"kind":', pl.col("kind").fill_null(KIND_INTERNAL).cast(pl.String),
     ',"startTimeUnixNano":"', pl.col("start_ns").cast(pl.String),

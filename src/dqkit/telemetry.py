@@ -176,27 +176,31 @@ class Telemetry:
         """Write (and send) spans now."""
         self.publish(self.stage(spans, "now"))
 
-    # A replay stages a chunk's spans before its warehouse commit and publishes them after, so a
-    # crash never leaves spans of an uncommitted chunk (or loses those of a committed one).
-    def stage(self, spans: pl.DataFrame, chunk_id: str) -> tuple[str, Path | None, pl.DataFrame]:
-        """Write ``spans`` to a pending file for ``chunk_id``."""
-        pending = None
+    # A replay appends a chunk's spans before its warehouse commit, after noting in a marker file
+    # where the chunk starts; after the commit the marker goes. A crash in between leaves the
+    # marker, and the next start cuts the uncommitted chunk off again (see :meth:`recover`).
+    # So spans of committed chunks are never lost and spans of uncommitted ones never kept, at
+    # the cost of one small file per chunk rather than writing the spans twice.
+    def stage(self, spans: pl.DataFrame, chunk_id: str) -> tuple[str, bool, pl.DataFrame]:
+        """Append ``spans`` to ``traces.jsonl`` as chunk ``chunk_id``, not yet committed."""
+        staged = False
         if self._traces is not None and spans.height:
-            pending = self.config.out_dir / f"traces.jsonl.pending-{chunk_id}"
-            with open(pending, "w", encoding="utf-8") as fh:
-                for line in span_lines(spans, dict(self.config.resource), SCOPE):
-                    fh.write(line + "\n")
-        return chunk_id, pending, spans
+            self._traces.flush()
+            self._marker.write_text(f"{chunk_id} {os.fstat(self._traces.fileno()).st_size}\n", encoding="utf-8")
+            for line in span_lines(spans, dict(self.config.resource), SCOPE):
+                self._traces.write(line)
+                self._traces.write("\n")
+            self._traces.flush()
+            staged = True
+        return chunk_id, staged, spans
 
-    def publish(self, staged: tuple[str, Path | None, pl.DataFrame]) -> None:
-        """Append a staged chunk to ``traces.jsonl`` and hand it to the network exporter."""
-        _, pending, spans = staged
+    def publish(self, staged: tuple[str, bool, pl.DataFrame]) -> None:
+        """Mark a staged chunk as committed and hand it to the network exporter."""
+        _, on_file, spans = staged
         if not spans.height:
             return
-        if pending is not None and self._traces is not None:
-            self._traces.write(pending.read_text(encoding="utf-8"))
-            self._traces.flush()
-            pending.unlink()
+        if on_file:
+            self._marker.unlink(missing_ok=True)
             self.stats.spans_written += spans.height
         if self._queue is not None:
             try:
@@ -204,19 +208,39 @@ class Telemetry:
             except queue.Full:
                 self._count_dropped(spans.height)
 
+    @property
+    def _marker(self) -> Path:
+        assert self.config.out_dir is not None
+        return self.config.out_dir / "traces.jsonl.uncommitted"
+
     def recover(self, committed: set[str]) -> int:
-        """After a crash: cut a half-written last line, append the pending spans of chunks the
-        warehouse committed, and drop the others. Returns the chunks recovered."""
+        """After a crash: cut off the spans of a chunk the warehouse did not commit (and any
+        half-written last line). Returns the chunks whose spans were kept."""
         if self._traces is None:
             return 0
         self._traces.flush()
         path = self.config.out_dir / "traces.jsonl"
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(path, "r+b") as fh:
-                fh.truncate(data.rfind(b"\n") + 1)
-            self._traces.seek(0, 2)
         recovered = 0
+        size = path.stat().st_size
+        keep = size
+        if self._marker.exists():
+            chunk_id, _, offset = self._marker.read_text(encoding="utf-8").strip().partition(" ")
+            if chunk_id in committed:
+                recovered += 1
+            else:
+                keep = min(size, int(offset))
+            self._marker.unlink()
+        if keep:
+            with open(path, "rb") as fh:
+                fh.seek(max(0, keep - 1))
+                if fh.read(1) != b"\n":  # a half-written line: back to the last whole one
+                    fh.seek(0)
+                    keep = fh.read(keep).rfind(b"\n") + 1
+        if keep < size:
+            with open(path, "r+b") as fh:
+                fh.truncate(keep)
+            self._traces.seek(0, 2)
+        # Spans staged by earlier dqkit versions (one pending file per chunk).
         for pending in sorted(self.config.out_dir.glob("traces.jsonl.pending-*")):
             if pending.name.split("pending-", 1)[1] in committed:
                 self._traces.write(pending.read_text(encoding="utf-8"))

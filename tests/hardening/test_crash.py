@@ -71,6 +71,6 @@ def test_sigkill_at_many_points_then_resume_equals_one_clean_run(tmp_path):
     final = subprocess.run(_cmd(sample, wh, tel), capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     assert _state(wh) == clean
-    assert not list(tel.glob("traces.jsonl.pending-*"))
+    assert not list(tel.glob("traces.jsonl.*"))  # no marker of an uncommitted chunk is left
     _, from_wh = assert_balanced(Run(None, wh, tel))
     assert from_wh["received"].sum() == sum(d[2] for d in clean["deliveries"])

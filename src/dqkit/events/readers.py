@@ -47,30 +47,32 @@ class RawChunk:
     """Bytes of the input consumed so far (for progress)."""
 
 
-def _str(frag: str) -> str:
-    """SQL for a JSON fragment's string value, NULL when absent or not a string."""
-    return f"CASE WHEN json_type({frag}) = 'VARCHAR' THEN json_extract_string({frag}, '$') END"
+# Each line is parsed once with ``from_json`` against a structure that covers every shape read
+# here; leaves are kept as JSON text so that validation still sees each field's JSON type. Events
+# are parsed a second time on their own (small) text, which also keeps their raw JSON for
+# quarantine rows. Both passes run over the whole chunk, on every core.
+_EVENT_STRUCTURE = json.dumps({
+    **dict.fromkeys(["event_id", "event_type", "user_id", "timestamp", "client_ip", "properties"], "JSON"),
+    **dict.fromkeys(["messageId", "type", "event", "userId", "anonymousId", "traits", "receivedAt"], "JSON"),
+    "context": {"ip": "JSON", "os": {"name": "JSON"}, "app": {"version": "JSON"}, "library": {"version": "JSON"}},
+}, separators=(",", ":"))
+_LINE_STRUCTURE = json.dumps({
+    **dict.fromkeys(["batch_id", "received_at", "receivedAt", "sentAt"], "JSON"),
+    "client": {"platform": "JSON", "app_version": "JSON", "sdk_version": "JSON"},
+    "events": ["JSON"], "batch": ["JSON"],
+    # a flat event: the line is the event
+    **dict.fromkeys(["event_id", "event_type", "platform", "app_version", "sdk_version"], "JSON"),
+}, separators=(",", ":"))
 
+# A JSON leaf's string value (NULL when absent or not a string) and its JSON type, from its text.
+_MACROS = r"""
+CREATE OR REPLACE MACRO jstr(f) AS CASE WHEN starts_with(f, '"') THEN
+    CASE WHEN contains(f, '\') THEN json_extract_string(f, '$') ELSE f[2:-2] END END;
+CREATE OR REPLACE MACRO jtype(f) AS CASE WHEN f IS NULL THEN NULL WHEN starts_with(f, '"') THEN 'VARCHAR'
+    WHEN starts_with(f, '{') THEN 'OBJECT' ELSE json_type(f) END;
+"""
 
-def _field(frag: str, name: str) -> str:
-    """SQL for a raw event field: its text and its JSON type, for validation to judge."""
-    return f"json_extract_string({frag}, '$') AS {name}, json_type({frag}) AS {name}_type"
-
-
-# Each document is parsed once: a multi-path json_extract returns the fragments we need, and
-# later expressions only look at those (small) fragments.
-_LINE_PATHS = ["$.batch_id", "$.received_at", "$.client", "$.events", "$.batch", "$.receivedAt", "$.sentAt",
-               "$.event_id", "$.event_type", "$.platform", "$.app_version", "$.sdk_version"]
-_EVENT_PATHS = ["$.event_id", "$.event_type", "$.user_id", "$.timestamp", "$.client_ip", "$.properties"]
-_SEG_PATHS = ["$.messageId", "$.type", "$.event", "$.userId", "$.anonymousId", "$.timestamp", "$.context",
-              "$.properties", "$.traits", "$.receivedAt"]
-
-
-def _paths(paths: list[str]) -> str:
-    return "[" + ", ".join(f"'{p}'" for p in paths) + "]"
-
-
-_SEG_NAME = "lower(trim(regexp_replace(json_extract_string(q[3], '$'), '[^A-Za-z0-9]+', '_', 'g'), '_'))"
+_SEG_NAME = "lower(trim(regexp_replace(jstr(q.event), '[^A-Za-z0-9]+', '_', 'g'), '_'))"
 
 _PARSE_SQL = f"""
 WITH src AS MATERIALIZED (
@@ -81,91 +83,81 @@ WITH src AS MATERIALIZED (
 parts AS (
     -- CASE, not only WHERE: the planner may evaluate projections before filters.
     SELECT line_no, delivery_key, line,
-           CASE WHEN err IS NULL AND starts_with(ltrim(line), '{{') THEN json_extract(line, {_paths(_LINE_PATHS)}) END AS p
+           CASE WHEN err IS NULL AND starts_with(ltrim(line), '{{') THEN from_json(line, '{_LINE_STRUCTURE}') END AS p
     FROM src WHERE err IS NULL AND starts_with(ltrim(line), '{{')
 ),
 typed AS (
     SELECT *,
-        CASE WHEN json_type(p[4]) = 'ARRAY' THEN 'native'
-             WHEN json_type(p[5]) = 'ARRAY' THEN 'segment'
-             WHEN p[8] IS NOT NULL OR p[9] IS NOT NULL THEN 'flat'
+        CASE WHEN p.events IS NOT NULL THEN 'native'
+             WHEN p.batch IS NOT NULL THEN 'segment'
+             WHEN p.event_id IS NOT NULL OR p.event_type IS NOT NULL THEN 'flat'
         END AS format,
-        CASE WHEN json_type(p[4]) = 'ARRAY' THEN json_extract(p[4], '$[*]')
-             WHEN json_type(p[5]) = 'ARRAY' THEN json_extract(p[5], '$[*]') END AS evs
+        coalesce(p.events, p.batch) AS evs
     FROM parts
+),
+firsts AS (
+    -- A Segment batch's client is read from its first message.
+    SELECT *, CASE WHEN format = 'segment' THEN from_json(evs[1], '{_EVENT_STRUCTURE}') END AS first
+    FROM typed
 ),
 deliveries AS MATERIALIZED (
     SELECT delivery_key, line_no, format, line, evs,
         CASE format
             WHEN 'segment' THEN 'seg-' || left(delivery_key, 16)
-            ELSE coalesce({_str('p[1]')}, 'anon-' || left(delivery_key, 16))
+            ELSE coalesce(jstr(p.batch_id), 'anon-' || left(delivery_key, 16))
         END AS batch_id,
         CASE format
-            WHEN 'segment' THEN coalesce({_str('p[6]')}, {_str("json_extract(evs[1], '$.receivedAt')")}, {_str('p[7]')})
-            ELSE {_str('p[2]')}
+            WHEN 'segment' THEN coalesce(jstr(p.receivedAt), jstr(first.receivedAt), jstr(p.sentAt))
+            ELSE jstr(p.received_at)
         END AS received_at_raw,
-        CASE format
-            WHEN 'native' THEN {_str("json_extract(p[3], '$.platform')")}
-            WHEN 'segment' THEN lower({_str("json_extract(evs[1], '$.context.os.name')")})
-            ELSE coalesce({_str('p[10]')}, {_str("json_extract(p[3], '$.platform')")})
-        END AS platform,
-        CASE format
-            WHEN 'native' THEN {_str("json_extract(p[3], '$.app_version')")}
-            WHEN 'segment' THEN {_str("json_extract(evs[1], '$.context.app.version')")}
-            ELSE coalesce({_str('p[11]')}, {_str("json_extract(p[3], '$.app_version')")})
-        END AS app_version,
-        CASE format
-            WHEN 'native' THEN {_str("json_extract(p[3], '$.sdk_version')")}
-            WHEN 'segment' THEN {_str("json_extract(evs[1], '$.context.library.version')")}
-            ELSE coalesce({_str('p[12]')}, {_str("json_extract(p[3], '$.sdk_version')")})
-        END AS sdk_version,
+        CASE format WHEN 'flat' THEN coalesce(jstr(p.platform), jstr(p.client.platform))
+                    WHEN 'segment' THEN lower(jstr(first.context.os.name)) ELSE jstr(p.client.platform) END AS platform,
+        CASE format WHEN 'flat' THEN coalesce(jstr(p.app_version), jstr(p.client.app_version))
+                    WHEN 'segment' THEN jstr(first.context.app.version) ELSE jstr(p.client.app_version) END AS app_version,
+        CASE format WHEN 'flat' THEN coalesce(jstr(p.sdk_version), jstr(p.client.sdk_version))
+                    WHEN 'segment' THEN jstr(first.context.library.version) ELSE jstr(p.client.sdk_version) END AS sdk_version,
         CASE WHEN format = 'flat' THEN 1 ELSE len(evs) END AS event_count
-    FROM typed WHERE format IS NOT NULL
+    FROM firsts WHERE format IS NOT NULL
 ),
 unreadable AS (
     SELECT s.delivery_key, s.line_no, s.line,
            coalesce(s.err, '{schema.NOT_A_BATCH}') AS line_error
     FROM src s ANTI JOIN deliveries d USING (delivery_key)
 ),
-native_events AS (
-    SELECT delivery_key, ev, event_index, json_type(ev) AS event_json_type,
-           json_extract(ev, {_paths(_EVENT_PATHS)}) AS q
-    FROM (SELECT delivery_key, unnest(evs) AS ev, generate_subscripts(evs, 1) - 1 AS event_index
-          FROM deliveries WHERE format = 'native')
+raw_events AS (
+    SELECT delivery_key, format, ev, event_index, from_json(ev, '{_EVENT_STRUCTURE}') AS q
+    FROM (SELECT delivery_key, format, coalesce(unnest(evs)::VARCHAR, 'null') AS ev,  -- a JSON null comes back as NULL
+                 generate_subscripts(evs, 1) - 1 AS event_index
+          FROM deliveries WHERE format <> 'flat')
     UNION ALL
-    SELECT delivery_key, line, 0, 'OBJECT', json_extract(line, {_paths(_EVENT_PATHS)})
-    FROM deliveries WHERE format = 'flat'
-),
-segment_events AS (
-    SELECT delivery_key, ev, event_index, json_type(ev) AS event_json_type,
-           json_extract(ev, {_paths(_SEG_PATHS)}) AS q
-    FROM (SELECT delivery_key, unnest(evs) AS ev, generate_subscripts(evs, 1) - 1 AS event_index
-          FROM deliveries WHERE format = 'segment')
+    SELECT delivery_key, format, line, 0, from_json(line, '{_EVENT_STRUCTURE}') FROM deliveries WHERE format = 'flat'
 ),
 events AS MATERIALIZED (
-    SELECT delivery_key, event_index, event_json_type,
-        {_field('q[1]', 'event_id')}, {_field('q[2]', 'event_type')}, {_field('q[3]', 'user_id')},
-        {_field('q[4]', 'timestamp')}, {_str('q[5]')} AS client_ip, q[6]::VARCHAR AS properties,
+    SELECT delivery_key, event_index, jtype(ev) AS event_json_type,
+        jstr(q.event_id) AS event_id, jtype(q.event_id) AS event_id_type,
+        jstr(q.event_type) AS event_type, jtype(q.event_type) AS event_type_type,
+        jstr(q.user_id) AS user_id, jtype(q.user_id) AS user_id_type,
+        jstr(q.timestamp) AS timestamp, jtype(q.timestamp) AS timestamp_type,
+        jstr(q.client_ip) AS client_ip, q.properties::VARCHAR AS properties,
         NULL::VARCHAR AS segment_type,
         NULL::VARCHAR AS ev_platform, NULL::VARCHAR AS ev_app_version, NULL::VARCHAR AS ev_sdk_version,
-        ev::VARCHAR AS raw
-    FROM native_events
+        ev AS raw
+    FROM raw_events WHERE format <> 'segment'
     UNION ALL
-    SELECT delivery_key, event_index, event_json_type,
-        {_field('q[1]', 'event_id')},
-        CASE WHEN {_str('q[2]')} = 'track'
-             THEN CASE WHEN json_type(q[3]) = 'VARCHAR' THEN {_SEG_NAME} END
-             ELSE {_str('q[2]')} END,
-        CASE WHEN {_str('q[2]')} = 'track' THEN json_type(q[3]) ELSE json_type(q[2]) END,
-        json_extract_string(coalesce(q[4], q[5]), '$'), json_type(coalesce(q[4], q[5])),
-        {_field('q[6]', 'timestamp')},
-        {_str("json_extract(q[7], '$.ip')")},
-        coalesce(q[8], q[9])::VARCHAR,
-        coalesce({_str('q[2]')}, 'missing'),
-        lower({_str("json_extract(q[7], '$.os.name')")}), {_str("json_extract(q[7], '$.app.version')")},
-        {_str("json_extract(q[7], '$.library.version')")},
-        ev::VARCHAR
-    FROM segment_events
+    SELECT delivery_key, event_index, jtype(ev),
+        jstr(q.messageId), jtype(q.messageId),
+        CASE WHEN jstr(q.type) = 'track'
+             THEN CASE WHEN jtype(q.event) = 'VARCHAR' THEN {_SEG_NAME} END
+             ELSE jstr(q.type) END,
+        CASE WHEN jstr(q.type) = 'track' THEN jtype(q.event) ELSE jtype(q.type) END,
+        jstr(coalesce(q.userId, q.anonymousId)), jtype(coalesce(q.userId, q.anonymousId)),
+        jstr(q.timestamp), jtype(q.timestamp),
+        jstr(q.context.ip),
+        coalesce(q.properties, q.traits)::VARCHAR,
+        coalesce(jstr(q.type), 'missing'),
+        lower(jstr(q.context.os.name)), jstr(q.context.app.version), jstr(q.context.library.version),
+        ev
+    FROM raw_events WHERE format = 'segment'
 )
 SELECT 'D' AS part, d.delivery_key, d.batch_id, d.line_no, NULL::INTEGER AS event_index,
        d.received_at_raw, try_cast(d.received_at_raw AS TIMESTAMPTZ) AS received_at, NULL::TIMESTAMPTZ AS event_ts, d.platform, d.app_version, d.sdk_version, d.format, d.event_count,
@@ -196,6 +188,7 @@ class _Parser:
     def __init__(self) -> None:
         self._con = duckdb.connect()
         self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute(_MACROS)
 
     def parse(self, line_nos: list[int], keys: list[str], texts: list[str], errors: list[str | None]) -> tuple[pl.DataFrame, pl.DataFrame]:
         lines = pa.table(  # noqa: F841 - read by name in the SQL
@@ -400,3 +393,52 @@ def sample_size(path: str | Path) -> int:
 
         return pq.ParquetFile(p).metadata.num_rows
     return p.stat().st_size
+
+
+def prefetch(chunks: Iterator[RawChunk], depth: int = 1) -> Iterator[RawChunk]:
+    """Read ahead on a background thread: the next chunk is parsed (by DuckDB, outside the GIL)
+    while the pipeline works on this one. At most ``depth`` parsed chunks wait, which bounds
+    memory; an error in the reader is raised here, in order."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    break
+            else:
+                put(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close:
+                close()
+
+    t = threading.Thread(target=work, name="dqkit-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()

@@ -578,7 +578,7 @@ def replay(
     cfg = config or ReplayConfig()
     run = Replay(warehouse, telemetry, profiles, geoip, cfg)
     try:
-        it = iter(readers.iter_sample(sample, cfg.chunk_lines))
+        it = readers.prefetch(readers.iter_sample(sample, cfg.chunk_lines))
         while True:
             t = time.perf_counter()
             chunk = next(it, None)

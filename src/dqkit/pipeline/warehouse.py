@@ -95,6 +95,7 @@ class Warehouse:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = connect(self.path, read_only=read_only)
+        self._tables: set[str] | None = None  # event tables known to exist (None: ask DuckDB)
         if not read_only:
             # Bulk loads pay for frequent checkpoints; one per ~1 GB of WAL is plenty.
             self.con.execute("SET checkpoint_threshold = '1GB'")
@@ -148,6 +149,7 @@ class Warehouse:
 
     def rollback(self) -> None:
         self.con.execute("ROLLBACK")
+        self._tables = None  # tables created in the rolled-back transaction are gone
 
     def append(self, table: str, frame: pl.DataFrame, columns: dict[str, str]) -> None:
         """Append ``frame`` (columns by name) to ``table``, through Arrow."""
@@ -182,9 +184,12 @@ class Warehouse:
         that attempt. A real DuckDB error is retried the same way. The caller dead-letters the
         rows of an insert that still fails.
         """
-        if table not in self.event_tables():
+        if self._tables is None:
+            self._tables = set(self.event_tables())
+        if table not in self._tables:
             self.con.execute(_ddl(table, EVENT_COLUMNS))
             self.refresh_events_view()
+            self._tables.add(table)
         error = None
         t0 = time.perf_counter()
         for attempt in range(1, attempts + 1):

@@ -1,10 +1,15 @@
-"""Benchmark the replay: dqkit with and without tracing, the machine's own limits, and a
-faithful per-event implementation of the reference design — all on the same sample, in one run.
+"""Benchmark the replay, in one run on one generated sample: dqkit with full tracing and with
+tracing off, a faithful per-event implementation of the reference design, the machine's own
+limits for the same data, and load_spans + reconcile on a ~1M-span export.
 
     python bench/replay.py [--events 200000] [--runs 3] [--reference-events 20000]
+                           [--span-events 1000000] [--memory-events 0]
 
-Each measurement runs in a fresh process (peak RSS from getrusage). Figures are medians of
-``--runs``; ratios compare figures taken in the same run, because these machines are noisy.
+Each measurement runs in a fresh process, which reports its own peak RSS. Figures are medians
+of ``--runs``; ratios compare figures taken in the same run, because these machines are noisy.
+Replay times cover the whole ``replay()`` call (opening the warehouse and reference data,
+every chunk, the final commit and checkpoint), not interpreter start-up. ``--memory-events``
+adds one replay of a sample that size, for its peak RSS.
 """
 
 from __future__ import annotations
@@ -12,36 +17,52 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 REPLAY = """
-import json, shutil, sys
+import json, shutil, sys, time
 from pathlib import Path
 from dqkit.pipeline.run import ReplayConfig, replay
 out = Path(sys.argv[2]); shutil.rmtree(out, ignore_errors=True)
+t = time.perf_counter()
 r = replay(sys.argv[1], out / "wh.duckdb", out / "tel", profiles=sys.argv[3], config=ReplayConfig(tracing=sys.argv[4] == "on"))
+wall = time.perf_counter() - t
 assert r.ledger.unaccounted == 0
-print(json.dumps({"events": r.ledger.received, "seconds": r.seconds, "stages": r.stage_seconds, "spans": r.telemetry.spans_written}))
+print(json.dumps({"events": r.ledger.received, "seconds": wall, "stages": r.stage_seconds, "spans": r.telemetry.spans_written}))
 """
 
 LIMITS = """
-import json, sys, time, duckdb
+import gzip, json, sys, time, duckdb, polars as pl
+text = gzip.open(sys.argv[1]).read()
+t = time.perf_counter()
+events = pl.read_ndjson(text).select("events").explode("events").unnest("events")
+polars_parse = time.perf_counter() - t
 con = duckdb.connect()
 t = time.perf_counter()
 tbl = con.sql(f"SELECT unnest(events, recursive := true) FROM read_ndjson('{sys.argv[1]}', maximum_object_size=268435456)").to_arrow_table()
-parse = time.perf_counter() - t
+duck_parse = time.perf_counter() - t
 dst = duckdb.connect(sys.argv[2])
 t = time.perf_counter()
-dst.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM tbl LIMIT 0"); dst.execute("INSERT INTO t SELECT * FROM tbl")
+dst.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM tbl LIMIT 0"); dst.execute("INSERT INTO t SELECT * FROM tbl"); dst.execute("CHECKPOINT")
 insert = time.perf_counter() - t
-print(json.dumps({"rows": tbl.num_rows, "parse_per_s": tbl.num_rows / parse, "insert_per_s": tbl.num_rows / insert}))
+n = tbl.num_rows
+assert events.height == n
+print(json.dumps({"rows": n, "polars_parse_per_s": n / polars_parse, "duckdb_parse_per_s": n / duck_parse, "insert_per_s": n / insert}))
+"""
+
+SPANS = """
+import json, sys, time
+from dqkit.investigate.reconcile import reconcile
+t = time.perf_counter()
+r = reconcile(sys.argv[1], sys.argv[2])
+print(json.dumps({"seconds": time.perf_counter() - t, "unexplained": r.totals["unexplained"]}))
 """
 
 REFERENCE = """
@@ -66,47 +87,76 @@ def child(code: str, *args: str) -> tuple[dict, float]:
         return json.loads(out.read().strip().splitlines()[-1]), usage.ru_maxrss / 1024
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events", type=int, default=200_000)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--reference-events", type=int, default=20_000)
-    args = ap.parse_args()
+def _sample(events: int):
     from dqkit.events.generator import SampleSpec, generate
 
-    cache = ROOT / ".cache" / "bench"
-    big = generate(cache / f"sample-{args.events}", SampleSpec(events=args.events, users=max(200, args.events // 20), seed=1))
-    small = generate(cache / f"sample-{args.reference_events}",
-                     SampleSpec(events=args.reference_events, users=max(200, args.reference_events // 20), seed=1))
-    work = cache / "work"
-    rows = {}
-    for label, tracing in (("dqkit, full tracing", "on"), ("dqkit, tracing off", "off")):
-        eps, rss = [], 0.0
-        for _ in range(args.runs):
-            doc, r = child(REPLAY, str(big.events_path), str(work / label.replace(" ", "_")), str(big.profiles_path), tracing)
-            eps.append(doc["events"] / doc["seconds"])
-            rss = max(rss, r)
-        rows[label] = (statistics.median(eps), rss)
-    smalls = [child(REPLAY, str(small.events_path), str(work / "small"), str(small.profiles_path), "on")[0] for _ in range(args.runs)]
-    small_eps = statistics.median(d["events"] / d["seconds"] for d in smalls)
-    ref = [child(REFERENCE, str(small.events_path), str(work / "reference"), str(small.profiles_path), "", str(ROOT / "bench"))[0]
-           for _ in range(args.runs)]
-    ref_eps = statistics.median(r["events_per_s"] for r in ref)
+    return generate(ROOT / ".cache" / "bench" / f"sample-{events}", SampleSpec(events=events, users=max(200, events // 20), seed=1))
+
+
+def _replays(sample, work: Path, tracing: str, runs: int) -> tuple[float, float, dict, int]:
+    """Median events/s, max peak RSS (MB), median seconds per stage, spans."""
+    docs, rss = [], []
+    for _ in range(runs):
+        doc, r = child(REPLAY, str(sample.events_path), str(work), str(sample.profiles_path), tracing)
+        docs.append(doc)
+        rss.append(r)
+    stages = {k: statistics.median(d["stages"][k] for d in docs) for k in docs[0]["stages"]}
+    return statistics.median(d["events"] / d["seconds"] for d in docs), max(rss), stages, docs[0]["spans"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000, help="sample size for the replay measurements")
+    ap.add_argument("--runs", type=int, default=3, help="runs per measurement (medians are reported)")
+    ap.add_argument("--reference-events", type=int, default=20_000, help="sample size for the per-event reference design")
+    ap.add_argument("--span-events", type=int, default=1_000_000, help="events replayed for the span export (0: skip)")
+    ap.add_argument("--memory-events", type=int, default=0, help="also replay a sample this large once, for peak RSS")
+    args = ap.parse_args()
+
+    work = ROOT / ".cache" / "bench" / "work"
+    big, small = _sample(args.events), _sample(args.reference_events)
+    full, full_rss, stages, spans = _replays(big, work / "full", "on", args.runs)
+    off, off_rss, _, _ = _replays(big, work / "off", "off", args.runs)
+    small_eps, _, _, _ = _replays(small, work / "small", "on", args.runs)
+    ref = statistics.median(
+        child(REFERENCE, str(small.events_path), str(work / "reference"), str(small.profiles_path), "", str(ROOT / "bench"))[0]["events_per_s"]
+        for _ in range(args.runs))
     limits = [child(LIMITS, str(big.events_path), str(work / "limits.duckdb"))[0] for _ in range(args.runs)]
-    parse = statistics.median(x["parse_per_s"] for x in limits)
-    insert = statistics.median(x["insert_per_s"] for x in limits)
-    full, off = rows["dqkit, full tracing"][0], rows["dqkit, tracing off"][0]
-    print(textwrap.dedent(f"""
-        | measurement ({args.events:,} events unless noted; medians of {args.runs}) | figure |
-        |---|---|
-        | dqkit replay, full tracing + OTLP/JSON export | {full:,.0f} events/s, peak RSS {rows['dqkit, full tracing'][1]:,.0f} MB |
-        | dqkit replay, tracing off | {off:,.0f} events/s (tracing costs {(off / full - 1) * 100:.1f}%) |
-        | reference design, per event ({args.reference_events:,} events) | {ref_eps:,.0f} events/s |
-        | dqkit on the same {args.reference_events:,} events | {small_eps:,.0f} events/s ({small_eps / ref_eps:.0f}x the reference) |
-        | machine: DuckDB read_ndjson + unnest | {parse:,.0f} events/s |
-        | machine: DuckDB insert from Arrow | {insert:,.0f} rows/s |
-        | dqkit as a fraction of the slower limit | {full / min(parse, insert):.2f} |
-    """).strip())
+    lim = {k: statistics.median(x[k] for x in limits) for k in ("polars_parse_per_s", "duckdb_parse_per_s", "insert_per_s")}
+    slower = min(lim["polars_parse_per_s"], lim["insert_per_s"])
+
+    rows = [
+        (f"dqkit replay, full tracing + OTLP/JSON export ({args.events:,} events, {spans:,} spans)",
+         f"{full:,.0f} events/s, peak RSS {full_rss:,.0f} MB"),
+        ("dqkit replay, tracing off", f"{off:,.0f} events/s, peak RSS {off_rss:,.0f} MB (tracing costs {(off / full - 1) * 100:.1f}%)"),
+        (f"reference design, per event ({args.reference_events:,} events)", f"{ref:,.0f} events/s"),
+        (f"dqkit on the same {args.reference_events:,} events", f"{small_eps:,.0f} events/s ({small_eps / ref:.0f}x the reference)"),
+        ("machine: Polars read_ndjson + explode", f"{lim['polars_parse_per_s']:,.0f} events/s"),
+        ("machine: DuckDB read_ndjson + unnest", f"{lim['duckdb_parse_per_s']:,.0f} events/s"),
+        ("machine: DuckDB insert from Arrow (+ checkpoint)", f"{lim['insert_per_s']:,.0f} rows/s"),
+        ("dqkit as a fraction of the slower of Polars parse and DuckDB insert", f"{full / slower:.2f}"),
+    ]
+    if args.span_events:
+        exp = work / f"spans-{args.span_events}"
+        if not (exp / "wh.duckdb").exists():
+            s = _sample(args.span_events)
+            child(REPLAY, str(s.events_path), str(exp), str(s.profiles_path), "on")
+        n_spans = sum(line.count('"parentSpanId"') for line in open(exp / "tel" / "traces.jsonl"))
+        res = [child(SPANS, str(exp / "wh.duckdb"), str(exp / "tel")) for _ in range(args.runs)]
+        assert all(d["unexplained"] == 0 for d, _ in res)
+        rows.append((f"load_spans + reconcile, {n_spans:,} spans",
+                     f"{statistics.median(d['seconds'] for d, _ in res):.1f} s, peak RSS {max(r for _, r in res):,.0f} MB"))
+    if args.memory_events:
+        eps, rss, _, _ = _replays(_sample(args.memory_events), work / "memory", "on", 1)
+        rows.append((f"dqkit replay of {args.memory_events:,} events (one run)", f"{eps:,.0f} events/s, peak RSS {rss:,.0f} MB"))
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; medians of {args.runs}\n")
+    print("| measurement | figure |\n|---|---|")
+    for k, v in rows:
+        print(f"| {k} | {v} |")
+    print("\n| stage (full tracing, median seconds) | s |\n|---|---|")
+    for k, v in stages.items():
+        print(f"| {k} | {v:.2f} |")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
             ) from exc
         raise WarehouseError(f"cannot open warehouse {str(p)!r}: {exc}") from exc
     con.execute("SET TimeZone = 'UTC'")
+    try:
+        con.execute("SET enable_progress_bar = false")  # a checkpoint would draw one over the CLI's own
+    except duckdb.Error:
+        pass  # inside Jupyter DuckDB may refuse to touch its progress bar
     return con
 
 

@@ -17,6 +17,18 @@ def test_bundled_tables_resolve_ipv4_and_ipv6():
         assert got[bad] is None, bad
 
 
+def test_the_address_cache_answers_as_the_tables_do_when_it_overflows():
+    g = open_geoip()
+    g.capacity = 4
+    lookups = [["8.8.8.8", "81.2.69.142"], ["8.8.8.8", "garbage", "2a00:1450:4001:82a::200e", "1.1.1.1", "9.9.9.9"],
+               ["81.2.69.142", "8.8.8.8", None]]
+    for ips in lookups:
+        got = dict(g.lookup(pl.Series(ips, dtype=pl.String)).select("client_ip", "geo_country").iter_rows())
+        want = dict(g.inner.lookup(pl.Series(ips, dtype=pl.String)).select("client_ip", "geo_country").iter_rows())
+        assert got == want and set(got) == {ip for ip in ips if ip}
+    assert g._known.height <= g.capacity
+
+
 def test_maxmind_database(tmp_path):
     from mmdb_writer import MMDBWriter
     from netaddr import IPSet

@@ -14,10 +14,10 @@ unreadable line becomes one event row with ``line_error`` set, for validation to
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import io
+import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -243,13 +243,42 @@ def _strict_json_error(body: bytes) -> str | None:
     return None
 
 
-def _open_lines(path: Path) -> tuple[io.BufferedReader, io.RawIOBase]:
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    head = raw.read(2)
-    raw.seek(0)
-    if head == b"\x1f\x8b":
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw)), raw  # type: ignore[arg-type]
-    return raw, raw  # type: ignore[return-value]
+_READ_BLOCK = 1024 * 1024  # compressed (or plain) bytes read at a time
+
+
+class _Truncated(Exception):
+    """The input stops inside a gzip member, or its compressed data is corrupt."""
+
+
+def _blocks(raw: io.BufferedReader) -> Iterator[bytes]:
+    """The bytes of a plain or gzip (possibly multi-member) stream, block by block.
+
+    Decompression is done here, not by :mod:`gzip`, so that a truncated or corrupt stream
+    still yields everything it could decompress before :class:`_Truncated` is raised.
+    """
+    if raw.peek(2)[:2] != b"\x1f\x8b":
+        while block := raw.read(_READ_BLOCK):
+            yield block
+        return
+    member, started = zlib.decompressobj(31), False
+    while True:
+        data = raw.read(_READ_BLOCK)
+        if not data:
+            if started:
+                raise _Truncated("compressed file ended before the end-of-stream marker was reached")
+            return
+        while data:
+            try:
+                out = member.decompress(data)
+            except zlib.error as exc:
+                raise _Truncated(f"corrupt gzip data: {exc}") from exc
+            started = True
+            if out:
+                yield out
+            if not member.eof:
+                break
+            data = member.unused_data.lstrip(b"\x00")  # another member may follow (zero padding is allowed)
+            member, started = zlib.decompressobj(31), False
 
 
 class _DeliveryKeys:
@@ -266,56 +295,88 @@ class _DeliveryKeys:
 
 
 def iter_ndjson(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[RawChunk]:
-    """Read an NDJSON sample (plain or gzip) in chunks of ``chunk_lines`` deliveries."""
-    stream, raw = _open_lines(path)
+    """Read an NDJSON sample (plain or gzip) in chunks of ``chunk_lines`` deliveries.
+
+    Input is split into lines a block at a time; per line, Python only hashes it (its delivery
+    key). Decoding and the NaN/Infinity check run over whole blocks, and per line only in the
+    rare block that needs it.
+    """
     parser = _Parser()
     keys = _DeliveryKeys()
-    line_nos: list[int] = []
-    kbuf: list[str] = []
-    texts: list[str] = []
+    nos: list[int] = []
+    bodies: list[bytes] = []
     errors: list[str | None] = []
     size = 0
+    line_no = 0
+    tail = b""
 
-    def flush() -> RawChunk:
+    def flush(n: int) -> RawChunk:
         nonlocal size
-        d, e = parser.parse(line_nos, kbuf, texts, errors)
-        line_nos.clear(); kbuf.clear(); texts.clear(); errors.clear()  # noqa: E702
-        size = 0
+        texts, errs = _decode(bodies[:n], errors[:n])
+        d, e = parser.parse(nos[:n], [keys.key(b) for b in bodies[:n]], texts, errs)
+        del nos[:n], bodies[:n], errors[:n]
+        size = sum(map(len, bodies))
         return RawChunk(d, e, raw.tell())
 
-    try:
-        line_no = 0
-        while True:
-            try:
-                data = stream.readline()
-            except (EOFError, gzip.BadGzipFile, OSError) as exc:
-                # A truncated or corrupt gzip stream: keep what was read, quarantine the rest.
-                line_no += 1
-                line_nos.append(line_no); kbuf.append(keys.key(f"truncated:{path}:{line_no}".encode()))  # noqa: E702
-                texts.append(f"<unreadable input after line {line_no - 1}: {exc}>"); errors.append("truncated_input")  # noqa: E702
-                break
-            if not data:
-                break
+    def add(lines: list[bytes]) -> None:
+        nonlocal line_no, size
+        for i, body in enumerate(lines, start=line_no + 1):
+            if body.strip():
+                nos.append(i)
+                bodies.append(body)
+                errors.append(None)
+                size += len(body)
+        line_no += len(lines)
+
+    with open(path, "rb") as raw:
+        try:
+            for block in _blocks(raw):
+                lines = (tail + block).split(b"\n")
+                tail = lines.pop()
+                add([b.removesuffix(b"\r") for b in lines])
+                while len(nos) >= chunk_lines or size >= CHUNK_BYTES:
+                    yield flush(min(len(nos), chunk_lines) if len(nos) >= chunk_lines else _lines_within(bodies, CHUNK_BYTES))
+            if tail:
+                add([tail.removesuffix(b"\r")])
+        except _Truncated as exc:
+            # Keep every whole line; the cut one is quarantined with whatever of it arrived.
             line_no += 1
-            body = data.rstrip(b"\r\n")
-            if not body.strip():
-                continue
-            line_nos.append(line_no)
-            kbuf.append(keys.key(body))
-            try:
-                texts.append(body.decode("utf-8"))
-                errors.append(_strict_json_error(body))
-            except UnicodeDecodeError:
-                texts.append(body.decode("utf-8", errors="backslashreplace"))
-                errors.append(schema.INVALID_UTF8)
-            size += len(body)
-            if len(line_nos) >= chunk_lines or size >= CHUNK_BYTES:
-                yield flush()
-        if line_nos:
-            yield flush()
-    finally:
-        stream.close()
-        raw.close()
+            nos.append(line_no)
+            bodies.append(f"<input truncated in line {line_no}: {exc}> ".encode() + tail)
+            errors.append("truncated_input")
+        while nos:
+            yield flush(min(len(nos), chunk_lines))
+
+
+def _lines_within(bodies: list[bytes], limit: int) -> int:
+    """How many leading lines fit in ``limit`` bytes (at least one)."""
+    total = 0
+    for n, b in enumerate(bodies):
+        total += len(b)
+        if total >= limit:
+            return n + 1
+    return len(bodies)
+
+
+def _decode(bodies: list[bytes], errors: list[str | None]) -> tuple[list[str], list[str | None]]:
+    """Lines as text with their read errors: bad UTF-8, or NaN/Infinity (which JSON does not allow)."""
+    joined = b"\n".join(bodies)
+    try:
+        texts = joined.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        texts = None
+    if texts is not None and len(texts) == len(bodies) and b"NaN" not in joined and b"Infinity" not in joined:
+        return texts, errors
+    out_t: list[str] = []
+    out_e: list[str | None] = []
+    for body, err in zip(bodies, errors):
+        try:
+            out_t.append(body.decode("utf-8"))
+            out_e.append(err or _strict_json_error(body))
+        except UnicodeDecodeError:
+            out_t.append(body.decode("utf-8", errors="backslashreplace"))
+            out_e.append(err or schema.INVALID_UTF8)
+    return out_t, out_e
 
 
 _PARQUET_TO_LINES = """

@@ -27,11 +27,12 @@ def default_geoip_dir() -> Path:
     raise InputError("the bundled geo-IP tables are missing; reinstall dqkit or pass --geoip PATH")
 
 
-def parse_ips(col: str = "client_ip") -> list[pl.Expr]:
+def parse_ips(col: str = "client_ip", v6: bool = True) -> list[pl.Expr]:
     """Expressions giving ``ip_family`` (4, 6 or null) and ``ip_value`` (Int128) for text addresses.
 
     IPv4-mapped IPv6 (``::ffff:a.b.c.d``) counts as IPv4; zone ids (``%eth0``) are ignored.
-    Addresses at or above ``8000::`` (multicast, link-local) are left unresolved.
+    Addresses at or above ``8000::`` (multicast, link-local) are left unresolved. With
+    ``v6=False`` only IPv4 is recognised (for text without a colon, which cannot be IPv6).
     """
     s = pl.col(col).str.strip_chars().str.to_lowercase().str.replace(r"%.*$", "").str.replace(r"^::ffff:(\d+\.\d+\.\d+\.\d+)$", "$1")
     octets = s.str.split(".")
@@ -39,6 +40,10 @@ def parse_ips(col: str = "client_ip") -> list[pl.Expr]:
     v4_parts = [octets.list.get(i, null_on_oob=True).cast(pl.Int64, strict=False) for i in range(4)]
     v4_ok = v4_ok & pl.all_horizontal([p.is_between(0, 255) for p in v4_parts])
     v4_val = (v4_parts[0] * 16777216 + v4_parts[1] * 65536 + v4_parts[2] * 256 + v4_parts[3]).cast(pl.Int128)
+
+    if not v6:
+        family = pl.when(v4_ok).then(pl.lit(4)).otherwise(pl.lit(None)).cast(pl.Int8)
+        return [family.alias("ip_family"), pl.when(v4_ok).then(v4_val).otherwise(pl.lit(None, pl.Int128)).alias("ip_value")]
 
     has_dc = s.str.contains("::", literal=True)
     halves = s.str.split("::")
@@ -83,14 +88,20 @@ class RangeGeoIP:
         ).sort("start")
 
     def lookup(self, ips: pl.Series) -> pl.DataFrame:
-        addrs = pl.DataFrame({"client_ip": ips.unique().drop_nulls()}).with_columns(parse_ips())
+        addrs = pl.DataFrame({"client_ip": ips.unique().drop_nulls()})
+        # IPv4 text (the common case) skips the costlier IPv6 parsing.
+        maybe_v6 = pl.col("client_ip").str.contains(":", literal=True)
+        parsed = pl.concat([
+            addrs.filter(~maybe_v6).with_columns(parse_ips(v6=False)),
+            addrs.filter(maybe_v6).with_columns(parse_ips()),
+        ])
         found = []
         for family, table in ((4, self.v4), (6, self.v6)):
-            part = addrs.filter(pl.col("ip_family") == family).sort("ip_value")
+            part = parsed.filter(pl.col("ip_family") == family).sort("ip_value")
             hit = part.join_asof(table, left_on="ip_value", right_on="start", strategy="backward")
             found.append(hit.select("client_ip", geo_country=pl.when(pl.col("ip_value") <= pl.col("end")).then(pl.col("country"))))
         resolved = pl.concat(found)
-        return addrs.select("client_ip").join(resolved, on="client_ip", how="left").with_columns(
+        return addrs.join(resolved, on="client_ip", how="left").with_columns(
             geo_region=pl.lit(None, pl.String), geo_city=pl.lit(None, pl.String)
         ).select(list(OUT_SCHEMA))
 
@@ -124,13 +135,33 @@ class MaxMindGeoIP:
         return pl.DataFrame(rows, schema=OUT_SCHEMA, orient="row")
 
 
-def open_geoip(path: str | Path | None = None) -> RangeGeoIP | MaxMindGeoIP:
+class CachedGeoIP:
+    """Remembers resolved addresses across chunks: a client keeps its address for a while, so
+    most of a chunk's addresses were resolved before. Holds at most ``capacity`` addresses."""
+
+    def __init__(self, inner: RangeGeoIP | MaxMindGeoIP, capacity: int = 500_000) -> None:
+        self.inner = inner
+        self.capacity = capacity
+        self._known = pl.DataFrame(schema=OUT_SCHEMA)
+
+    def lookup(self, ips: pl.Series) -> pl.DataFrame:
+        wanted = pl.DataFrame({"client_ip": ips.unique().drop_nulls()}, schema={"client_ip": pl.String})
+        new = wanted.join(self._known, on="client_ip", how="anti")
+        if new.height:
+            self._known = pl.concat([self._known, self.inner.lookup(new.get_column("client_ip"))])
+        found = wanted.join(self._known, on="client_ip", how="left")
+        if self._known.height > self.capacity:  # forget the oldest half
+            self._known = self._known.tail(self.capacity // 2)
+        return found
+
+
+def open_geoip(path: str | Path | None = None) -> CachedGeoIP:
     """The bundled range tables, a directory of them, or a ``.mmdb`` file."""
     if path is None:
-        return RangeGeoIP(default_geoip_dir())
+        return CachedGeoIP(RangeGeoIP(default_geoip_dir()))
     p = Path(path)
     if p.is_dir():
-        return RangeGeoIP(p)
+        return CachedGeoIP(RangeGeoIP(p))
     if p.is_file():
-        return MaxMindGeoIP(p)
+        return CachedGeoIP(MaxMindGeoIP(p))
     raise InputError(f"--geoip {str(p)!r} does not exist; pass a .mmdb file or a directory with ipv4.parquet and ipv6.parquet")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -177,9 +178,8 @@ class Replay:
         self.profiles = ProfileStore(prof)
         self.geo = open_geoip(geoip)
         self.queue: Queue = queue or EmbeddedQueue()
-        self.dedup = Deduplicator(window=self.config.dedup_window, seen=self.wh.read(
-            "SELECT event_id, batch_id, trace_id, received_at FROM dedup_state"
-        ).cast({"received_at": pl.Datetime("us", "UTC")}))
+        self.dedup = Deduplicator(self.config.dedup_window, self.wh.read_batches(
+            "SELECT event_id, batch_id, trace_id, received_at FROM dedup_state"))
         self.sessions = SessionStitcher(state=self.wh.read(
             "SELECT user_id, last_ts, session_id, session_events FROM session_state"
         ).cast({"last_ts": pl.Datetime("us", "UTC")}))
@@ -193,13 +193,16 @@ class Replay:
         self.started = datetime.now(UTC)
         self.truth = [FaultTruth(f) for f in self.config.faults]
         self._chunk_seq = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dqkit-spans")
+        self._pending: tuple[dict[str, int], Future] | None = None
         # Finish what a crashed replay left: spans of committed chunks are kept, others dropped.
         committed = {r[0] for r in self.wh.con.execute("SELECT chunk_id FROM telemetry_chunks").fetchall()}
         self.recovered_chunks = self.telemetry.recover(committed)
 
     # ------------------------------------------------------------------------------------
-    def process(self, chunk: readers.RawChunk) -> dict[str, int]:
-        """Run one chunk through every stage and commit it; returns its ledger counts."""
+    def process(self, chunk: readers.RawChunk) -> None:
+        """Run one chunk through every stage. Its commit waits until the next chunk has been
+        prepared (or :meth:`flush`), so that its spans are written meanwhile on another thread."""
         self.timer.last = {}
         known = self.wh.known_deliveries(chunk.deliveries.get_column("delivery_key").to_list())
         if known:
@@ -212,8 +215,8 @@ class Replay:
                 chunk.position,
             )
         if chunk.deliveries.is_empty():
-            return {}
-        ids = spans.delivery_ids(chunk.deliveries.get_column("delivery_key").to_list())
+            return
+        ids = spans.delivery_ids(chunk.deliveries.get_column("delivery_key"))
         deliveries = chunk.deliveries.sort("line_no").join(ids, on="delivery_key", how="left")
         deliveries = deliveries.with_columns(clock.entry_times(deliveries, self.watermark_ns))
         events = chunk.events.join(deliveries.select("delivery_key", "trace_id"), on="delivery_key", how="left")
@@ -297,12 +300,29 @@ class Replay:
             )
             rows = self._insert_faults(rows)
             parts = rows.partition_by("table", "injected", as_dict=True)
-        committed = self._write(chunk, d, v, dd, rows, parts, session_changes)
+        self.flush()  # the previous chunk: its spans were written while this one was prepared
+        self._pending = self._write(chunk, d, v, dd, rows, parts, session_changes)
         max_recv = deliveries.get_column("t_enter").max()
         if max_recv is not None:
             self.watermark_ns = max(self.watermark_ns or 0, int(max_recv))
         self.deliveries += d.height
-        return committed
+
+    def flush(self) -> None:
+        """Commit the chunk in hand once its spans are on file (DESIGN: a committed chunk's spans
+        are never lost, an uncommitted chunk's never kept), then export them."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        result, spans_written = pending
+        try:
+            with self.timer("telemetry"):
+                staged = spans_written.result()  # re-raises what went wrong on the writer thread
+            self.wh.commit()
+        except BaseException:
+            self.wh.rollback()
+            raise
+        self.telemetry.publish(staged)
+        self.ledger.add(result)
 
     # -- injected faults -------------------------------------------------------------------
     def _faults(self, name: str) -> list[FaultTruth]:
@@ -351,9 +371,10 @@ class Replay:
         return rows.with_columns(injected=injected)
 
     # ------------------------------------------------------------------------------------
-    def _write(self, chunk, d, v, dd, rows, parts, session_changes) -> dict[str, int]:
-        """Insert (with retries), build spans and metrics, then commit — redoing the chunk
-        without a table whose insert hit a real database error."""
+    def _write(self, chunk, d, v, dd, rows, parts, session_changes) -> tuple[dict[str, int], Future]:
+        """Insert (with retries) and record the chunk in an open transaction, redoing it without
+        a table whose insert hit a real database error; its spans are built and written on the
+        writer thread. Returns the chunk's ledger counts and the spans' future, for :meth:`flush`."""
         real_errors: dict[str, tuple[int, str]] = {}  # table -> (aborted attempts, last error)
         attempts = self.config.insert_attempts
         while True:
@@ -385,14 +406,10 @@ class Replay:
                 raise
 
         try:
-            result, staged = self._finish(chunk, d, v, dd, rows, outcomes, session_changes)
-            self.wh.commit()
+            return self._finish(chunk, d, v, dd, rows, outcomes, session_changes)
         except BaseException:
             self.wh.rollback()
             raise
-        self.telemetry.publish(staged)
-        self.ledger.add(result)
-        return result
 
     def _finish(self, chunk, d, v, dd, rows, outcomes, session_changes) -> tuple[dict[str, int], tuple]:
         run_id = self.run_id
@@ -421,19 +438,24 @@ class Replay:
         with self.timer("telemetry"):
             load_frames = self._load_telemetry(d, rows, out)
             self.wh.append("load_audit", load_frames[3], LOAD_AUDIT_COLUMNS)
-            span_frame = pl.concat([
-                spans.ingest_spans(d, self.queue.system, self.queue.topic),
-                spans.enrich_spans(d, self.queue.topic),
-                spans.load_spans(*load_frames[:3]),
-            ]) if self.config.tracing else pl.DataFrame()
             self._chunk_seq += 1
             chunk_id = f"{self.run_id}-{self._chunk_seq:06d}"
-            staged = self.telemetry.stage(span_frame, chunk_id)
+            spans_written = self._writer.submit(self._write_spans, d, load_frames[:3], chunk_id)
             self.wh.con.execute("INSERT INTO telemetry_chunks VALUES (?, ?)", [chunk_id, self.run_id])
             self._record_metrics(d, rows, v, dd)
 
         totals = d.select(pl.col("received", "loaded", "invalid", "duplicate", "dead_lettered", "in_flight").sum()).row(0, named=True)
-        return totals, staged
+        return totals, spans_written
+
+    def _write_spans(self, d: pl.DataFrame, load_frames: tuple[pl.DataFrame, ...], chunk_id: str) -> tuple:
+        """On the writer thread: the chunk's span records, rendered to ``traces.jsonl``. Polars
+        does the work outside the GIL, so this overlaps the next chunk's stages."""
+        span_frame = pl.concat([
+            spans.ingest_spans(d, self.queue.system, self.queue.topic),
+            spans.enrich_spans(d, self.queue.topic),
+            spans.load_spans(*load_frames),
+        ]) if self.config.tracing else pl.DataFrame()
+        return self.telemetry.stage(span_frame, chunk_id)
 
     def _load_telemetry(self, d: pl.DataFrame, rows: pl.DataFrame, out: pl.DataFrame) -> tuple[pl.DataFrame, ...]:
         """Loads (one per cadence tick in this chunk), their table inserts and batch links."""
@@ -460,11 +482,8 @@ class Replay:
             first_key=pl.col("delivery_key").min(), rows=pl.col("rows").sum(), partitions=pl.col("table").n_unique().cast(pl.Int64),
             batches=pl.col("delivery_key").n_unique().cast(pl.Int64),
         ).sort("t_load")
-        ids = spans.load_ids([f"{r[0]}:{r[1]}" for r in loads.select("t_load", "first_key").iter_rows()])
-        loads = loads.with_columns(
-            load_trace=pl.Series([x[0] for x in ids]), load_sid=pl.Series([x[1] for x in ids]),
-            part_sid=pl.Series([x[2] for x in ids]),
-        )
+        loads = pl.concat([loads, spans.load_ids(loads.select(pl.format("{}:{}", "t_load", "first_key")).to_series())],
+                          how="horizontal")
         inserts = (
             per.group_by("t_load", "table", "injected").agg(
                 rows=pl.col("rows").sum(), batch_ids=pl.col("batch_id").unique().sort(), trace_ids=pl.col("trace_id").unique().sort())
@@ -477,8 +496,8 @@ class Replay:
             )
         )
         inserts = inserts.with_columns(
-            insert_sid=pl.Series([spans.insert_span_id(f"{a}:{b}" + (":injected" if c else ""))
-                                  for a, b, c in inserts.select("load_sid", "table", "injected").iter_rows()], dtype=pl.String),
+            insert_sid=spans.insert_span_ids(inserts.select(pl.format(
+                "{}:{}{}", "load_sid", "table", pl.when("injected").then(pl.lit(":injected")).otherwise(pl.lit("")))).to_series()),
             dur_ns=pl.max_horizontal((pl.col("duration_ms") * 1e6).round().cast(pl.Int64), pl.lit(clock.MIN_STAGE_NS)),
         ).with_columns(
             t_end=pl.col("t_load") + pl.col("part_ns") + pl.col("dur_ns").cum_sum().over("t_load"),
@@ -525,7 +544,9 @@ class Replay:
 
     # ------------------------------------------------------------------------------------
     def close(self, sample: str = "") -> ReplayResult:
-        """Export the final metrics, prune state past its window, record the run."""
+        """Commit the last chunk, export the final metrics, prune state past its window, record the run."""
+        self.flush()
+        self._writer.shutdown()
         if self.metrics.start_ns:
             self.telemetry.emit_metrics(self.metrics.snapshot(self.watermark_ns or self.metrics.start_ns,
                                                               dict(self.tcfg.resource), SCOPE))
@@ -589,6 +610,8 @@ def replay(
             if progress:
                 progress(chunk.position, run.ledger)
     except BaseException:
+        # The chunk in hand stays uncommitted; the next start cuts its spans off again.
+        run._writer.shutdown()
         run.telemetry.close()
         run.wh.close()
         raise

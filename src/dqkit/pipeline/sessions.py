@@ -31,10 +31,11 @@ class SessionStitcher:
         """
         gap_us = int(self.gap.total_seconds() * 1_000_000)
         prev = self.state.rename({"last_ts": "prev_ts", "session_id": "prev_sid", "session_events": "prev_n"})
+        # Work on the few columns the rule needs; the wide event rows are never reordered.
         ev = (
-            events.with_row_index("_row")
+            events.select("user_id", "event_ts", "line_no", "event_index").with_row_index("_row")
             .sort("user_id", "event_ts", "line_no", "event_index")
-            .join(prev, on="user_id", how="left")
+            .join(prev, on="user_id", how="left", maintain_order="left")
         )
         before = pl.col("event_ts").shift(1).over("user_id")
         first_of_user = pl.int_range(pl.len()).over("user_id") == 0
@@ -60,5 +61,5 @@ class SessionStitcher:
         # A late event older than the user's last one must not move the session state back.
         changed = last.filter(pl.col("prev_ts").is_null() | (pl.col("last_ts") >= pl.col("prev_ts"))).select(list(STATE_SCHEMA))
         self.state = pl.concat([self.state.join(changed, on="user_id", how="anti"), changed])
-        out = ev.sort("_row").drop("_row", "_seq", "prev_ts", "prev_sid", "prev_n")
-        return out, changed
+        cols = ev.sort("_row").select("session_is_new", "session_id", "session_event_number")
+        return events.hstack(cols), changed

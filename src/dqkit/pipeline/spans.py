@@ -8,8 +8,9 @@ batch they carried, with that batch's row count on the link.
 
 from __future__ import annotations
 
-import hashlib
+import threading
 
+import duckdb
 import polars as pl
 
 from dqkit.otlp_json import (
@@ -19,28 +20,51 @@ from dqkit.otlp_json import (
 INGEST_SPANS = ("ingest", "validate", "dedup", "publish", "enrich", "profile", "geo", "session")
 
 
-def delivery_ids(keys: list[str]) -> pl.DataFrame:
+class _Digests:
+    """Hex digests of many keys at once (DuckDB's sha256 over a column, not a Python loop)."""
+
+    def __init__(self) -> None:
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, keys: pl.Series, salts: list[str]) -> pl.DataFrame:
+        """Per key, one column of 64 hex digits per salt: sha256(salt + ":" + key)."""
+        frame = pl.DataFrame({"k": keys.cast(pl.String)})  # noqa: F841 - read by name in the SQL
+        cols = ", ".join(f"sha256({_sql_str(salt + ':')} || k) AS c{i}" for i, salt in enumerate(salts))
+        with self._lock:
+            if self._con is None:
+                self._con = duckdb.connect()
+            return self._con.sql(f"SELECT {cols} FROM frame").pl()
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_digests = _Digests()
+
+
+def delivery_ids(keys: list[str] | pl.Series) -> pl.DataFrame:
     """Deterministic trace and span ids for deliveries (a replay of the same input gets the same ids)."""
-    traces, spans = [], {n: [] for n in INGEST_SPANS}
-    for k in keys:
-        traces.append(hashlib.blake2b(k.encode(), digest_size=16, person=b"dqkit.trace").hexdigest())
-        digest = hashlib.blake2b(k.encode(), digest_size=64, person=b"dqkit.spans").hexdigest()
-        for n, name in enumerate(INGEST_SPANS):
-            spans[name].append(digest[n * 16:(n + 1) * 16])
-    return pl.DataFrame({"delivery_key": keys, "trace_id": traces, **{f"sid_{n}": v for n, v in spans.items()}})
+    keys = pl.Series("delivery_key", keys, dtype=pl.String)
+    ids = _digests(keys, ["dqkit.trace", *(f"dqkit.span.{n}" for n in INGEST_SPANS)])
+    return pl.DataFrame({
+        "delivery_key": keys,
+        "trace_id": ids.get_column("c0").str.slice(0, 32),
+        **{f"sid_{n}": ids.get_column(f"c{i + 1}").str.slice(0, 16) for i, n in enumerate(INGEST_SPANS)},
+    })
 
 
-def load_ids(keys: list[str]) -> list[tuple[str, str, str]]:
-    """(trace id, load span id, partition span id) for warehouse loads keyed by text."""
-    out = []
-    for k in keys:
-        h = hashlib.blake2b(k.encode(), digest_size=32, person=b"dqkit.load").hexdigest()
-        out.append((h[:32], h[32:48], h[48:64]))
-    return out
+def load_ids(keys: list[str] | pl.Series) -> pl.DataFrame:
+    """``load_trace``, ``load_sid`` and ``part_sid`` for warehouse loads keyed by text."""
+    ids = _digests(pl.Series(keys, dtype=pl.String), ["dqkit.load.trace", "dqkit.load.span", "dqkit.load.partition"])
+    return ids.select(load_trace=pl.col("c0").str.slice(0, 32), load_sid=pl.col("c1").str.slice(0, 16),
+                      part_sid=pl.col("c2").str.slice(0, 16))
 
 
-def insert_span_id(key: str) -> str:
-    return hashlib.blake2b(key.encode(), digest_size=8, person=b"dqkit.insert").hexdigest()
+def insert_span_ids(keys: list[str] | pl.Series) -> pl.Series:
+    """Span ids for table inserts keyed by text."""
+    return _digests(pl.Series(keys, dtype=pl.String), ["dqkit.insert"]).get_column("c0").str.slice(0, 16).alias("insert_sid")
 
 
 def _span(name: str, trace: str, sid: str, parent: str | None, start: str, end: str, kind: int, *items: pl.Expr) -> list[pl.Expr]:

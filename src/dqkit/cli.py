@@ -45,7 +45,8 @@ def main() -> None:
 @click.option("--telemetry", "-t", required=True, type=click.Path(path_type=Path), help="Folder for traces.jsonl and metrics.jsonl (OTLP/JSON lines).")
 @click.option("--profiles", type=click.Path(path_type=Path), help="User profiles: CSV or Parquet with user_id, country, segment, signup_date.")
 @click.option("--geoip", type=click.Path(path_type=Path), help="A MaxMind .mmdb file, or a directory of range tables (default: bundled IPFire data).")
-@click.option("--chunk-lines", default=20_000, show_default=True, help="Client batches processed together (bounds memory; a chunk also ends after 64 MB of input).")
+@click.option("--chunk-lines", default=10_000, show_default=True,  # = readers.DEFAULT_CHUNK_LINES (not imported: --help stays fast)
+               help="Client batches processed together (bounds memory; a chunk also ends after 32 MB of input). Up to three chunks are in memory at once: one being read, one in the stages, one having its spans written.")
 @click.option("--load-interval", default=60.0, show_default=True, help="Warehouse load cadence in seconds, on the replay clock.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME[:key=value,...]",
               help="Inject a pipeline fault (repeatable); grammar below.")

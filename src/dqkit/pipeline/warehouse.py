@@ -100,6 +100,8 @@ class Warehouse:
             # Bulk loads pay for frequent checkpoints, but rows not yet checkpointed stay in memory:
             # 256 MB of WAL between checkpoints keeps both costs small.
             self.con.execute("SET checkpoint_threshold = '256MB'")
+            # DuckDB would cache up to 80% of RAM; a replay needs its memory for the chunks in flight.
+            self.con.execute("SET memory_limit = '768MB'")
             self._create()
 
     def _create(self) -> None:

@@ -2,6 +2,7 @@ import gzip
 import json
 
 import polars as pl
+import pytest
 
 from dqkit.events.readers import iter_sample
 from tests.conftest import batch, event, write_lines
@@ -87,3 +88,30 @@ def test_generator_is_deterministic_for_a_seed(tmp_path):
     c = generate(tmp_path / "c", SampleSpec(events=2_000, users=100, seed=12))
     assert a.events_path.read_bytes() == b.events_path.read_bytes()
     assert a.events_path.read_bytes() != c.events_path.read_bytes()
+
+
+def test_read_ahead_keeps_order_raises_in_order_and_stops_when_abandoned():
+    from dqkit.events.readers import prefetch
+
+    closed = []
+
+    def chunks(fail_after):
+        try:
+            for n in range(5):
+                if n == fail_after:
+                    raise ValueError(f"bad input at chunk {n}")
+                yield n
+        finally:
+            closed.append(True)
+
+    got = []
+    with pytest.raises(ValueError, match="chunk 3"):
+        for c in prefetch(chunks(3)):
+            got.append(c)
+    assert got == [0, 1, 2]
+
+    it = prefetch(chunks(99))
+    assert next(it) == 0
+    it.close()  # the consumer gives up early: the reader thread ends and closes its source
+    assert closed == [True, True]
+    assert list(prefetch(chunks(99))) == [0, 1, 2, 3, 4]

@@ -48,3 +48,20 @@ def test_state_read_in_pieces_is_the_same_as_one_frame():
     res = dd.run(*_chunk(1, ["c", "a", "new"], "b9", T0 + timedelta(minutes=1)))
     assert sorted(res.duplicates.select("event_id", "duplicate_of_batch").rows()) == [("a", "b1"), ("c", "b2")]
     assert res.new_ids.get_column("event_id").to_list() == ["new"]
+
+
+def test_sorted_runs_find_every_key_and_stop_merging_at_their_cap():
+    from dqkit.pipeline.dedup import _SortedRuns
+
+    runs = _SortedRuns()
+    runs.max_run = 1_000
+    keys = pl.DataFrame({"h1": pl.Series(range(5_000), dtype=pl.UInt64).shuffle(seed=1)}).with_columns(
+        h2=pl.col("h1") * 7, received_at=pl.lit(T0).cast(pl.Datetime("us", "UTC")), ref=(pl.col("h1") % 97).cast(pl.UInt32))
+    for start in range(0, 5_000, 250):
+        runs.add(keys[start:start + 250], None)
+    assert max(r.height for r in runs.runs) <= 1_000 and runs.height == 5_000
+    found = runs.find(keys.select("h1", "h2"), None)
+    assert found.to_list() == keys.get_column("ref").to_list()
+    other = keys.select("h1", h2=pl.col("h2") + 1)  # same first hash, different second: not the same id
+    assert runs.find(other, None).null_count() == 5_000
+    assert runs.find(keys.select("h1", "h2"), T0 + timedelta(seconds=1)).null_count() == 5_000  # all expired

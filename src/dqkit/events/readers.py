@@ -484,7 +484,7 @@ def prefetch(chunks: Iterator[RawChunk], depth: int = 1) -> Iterator[RawChunk]:
                     break
             else:
                 put(done)
-        except BaseException as exc:  # handed to the consumer, which raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             put(exc)
         finally:
             close = getattr(chunks, "close", None)

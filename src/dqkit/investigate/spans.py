@@ -196,7 +196,7 @@ def _take_apart(con: duckdb.DuckDBPyConnection, first_doc: int) -> None:
               FROM (SELECT {first_doc} + row_number() OVER () AS doc_id, from_json(json, '{_REQUEST}') AS r FROM _docs))
     """)
     con.execute("INSERT INTO span_resources SELECT resource_id, otlp_attrs(rs.resource.attributes) FROM _rs")
-    con.execute(f"""
+    con.execute("""
         INSERT INTO _raw
         SELECT otlp_id(span.traceId, 16), otlp_id(span.spanId, 8), otlp_id(span.parentSpanId, 8), span.name,
                otlp_kind(span.kind), try_cast(span.startTimeUnixNano AS BIGINT), try_cast(span.endTimeUnixNano AS BIGINT),

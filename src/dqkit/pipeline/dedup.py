@@ -55,18 +55,25 @@ class _SortedRuns:
     def height(self) -> int:
         return sum(r.height for r in self.runs)
 
+    max_run = 2_000_000
+    """Runs stop merging at this size: merging is a copy, and bigger copies are memory peaks."""
+
     def add(self, rows: pl.DataFrame, cutoff: datetime | None) -> None:
         if rows.height:
             self.runs.append(rows.sort("h1"))
-        while len(self.runs) > 1 and self.runs[-2].height <= 2 * self.runs[-1].height:
-            merged = pl.concat([self.runs.pop(), self.runs.pop()]).sort("h1")
+        while (len(self.runs) > 1 and self.runs[-2].height <= 2 * self.runs[-1].height
+               and self.runs[-2].height + self.runs[-1].height <= self.max_run):
+            newer, older = self.runs.pop(), self.runs.pop()
             if cutoff is not None:
-                merged = merged.filter(pl.col("received_at") >= cutoff)
+                newer, older = (r.filter(pl.col("received_at") >= cutoff) for r in (newer, older))
+            merged = pl.concat([older, newer]).sort("h1")
             if merged.height:
                 self.runs.append(merged)
 
     def prune(self, cutoff: datetime) -> None:
-        self.runs = [kept for r in self.runs if (kept := r.filter(pl.col("received_at") >= cutoff)).height]
+        for i, run in enumerate(self.runs):  # one run at a time: never two copies of everything
+            self.runs[i] = run.filter(pl.col("received_at") >= cutoff)
+        self.runs = [r for r in self.runs if r.height]
 
     def find(self, keys: pl.DataFrame, cutoff: datetime | None) -> pl.Series:
         """``ref`` of each key's remembered entry at or after ``cutoff`` (null when none)."""

@@ -98,10 +98,10 @@ class Warehouse:
         self._tables: set[str] | None = None  # event tables known to exist (None: ask DuckDB)
         if not read_only:
             # Bulk loads pay for frequent checkpoints, but rows not yet checkpointed stay in memory:
-            # 256 MB of WAL between checkpoints keeps both costs small.
-            self.con.execute("SET checkpoint_threshold = '256MB'")
+            # 128 MB of WAL between checkpoints keeps both costs small.
+            self.con.execute("SET checkpoint_threshold = '128MB'")
             # DuckDB would cache up to 80% of RAM; a replay needs its memory for the chunks in flight.
-            self.con.execute("SET memory_limit = '768MB'")
+            self.con.execute("SET memory_limit = '512MB'")
             self._create()
 
     def _create(self) -> None:

@@ -427,7 +427,7 @@ class Replay:
             self.wh.rollback()
             raise
 
-    def _finish(self, chunk, d, v, dd, rows, outcomes, session_changes) -> tuple[dict[str, int], tuple]:
+    def _finish(self, chunk, d, v, dd, rows, outcomes, session_changes) -> tuple[dict[str, int], Future]:
         run_id = self.run_id
         out = _outcome_frame(outcomes)
         rows = rows.join(out.select("table", "injected", landed=pl.col("success")), on=["table", "injected"], how="left")

@@ -16,6 +16,13 @@ def _fail(exc: Exception) -> None:
     sys.exit(2)
 
 
+def _echo_json(doc, as_json: bool) -> bool:
+    """Print ``doc`` as JSON when ``--json`` was given (the commands' machine-readable form)."""
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    return as_json
+
+
 def _ledger_table(result) -> str:
     lg = result.ledger
     rows = [
@@ -223,8 +230,7 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json) -> None:
     except (DqkitError, click.BadParameter) as exc:
         _fail(exc)
     doc = result.to_dict()
-    if as_json:
-        click.echo(json.dumps(doc, indent=2))
+    if _echo_json(doc, as_json):
         return
     t = doc["totals"]
     click.echo(f"Reconciled at {doc['as_of']} ({len(result.batches):,} batches)")
@@ -267,8 +273,7 @@ def diagnose(warehouse, spans, day, baseline_day, as_json) -> None:
     except DqkitError as exc:
         _fail(exc)
     doc = result.to_dict()
-    if as_json:
-        click.echo(json.dumps(doc, indent=2))
+    if _echo_json(doc, as_json):
         return
     dau = doc["dau"]
     click.echo(f"{doc['day']} against {doc['baseline_day']} ({doc['baseline_reason']}): verdict {doc['verdict'].upper()}")
@@ -298,8 +303,7 @@ def explain(warehouse, event_id, user_id, day, as_json) -> None:
         rows = run(warehouse, event_id=event_id, user_id=user_id, day=day)
     except (DqkitError, ValueError) as exc:
         _fail(exc)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if _echo_json(rows, as_json):
         return
     if not rows:
         click.echo("Nothing in the warehouse matches (neither loaded nor rejected).")

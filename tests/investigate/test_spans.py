@@ -109,3 +109,24 @@ def test_missing_or_bad_exports_are_clear_errors(tmp_path):
     bad.write_text("this is not json\n")
     with pytest.raises(InputError, match="not OTLP/JSON"):
         load_spans(bad)
+
+
+def test_lines_are_read_whole_across_blocks(tmp_path, monkeypatch):
+    """Blocks smaller than a request, blank and CRLF lines, bad UTF-8 and a missing final
+    newline: every span is read once, with its own resource."""
+    import dqkit.investigate.spans as spans_mod
+
+    monkeypatch.setattr(spans_mod, "MAX_REQUEST_BYTES", 700)
+    requests = [json.dumps(_request([_span(spanId=f"{n + 1:016x}", name=f"s{n}") for n in range(k * 3, k * 3 + 3)],
+                                    service=f"svc{k}")) for k in range(6)]
+    assert len(requests[0]) > 700, "a request must be longer than a block"
+    body = ("\n\n".join(requests[:3]) + "\r\n   \n" + "\r\n".join(requests[3:5]) + "\n\n" + requests[5]).encode()
+    body = body.replace(b'"s7"', b'"s7\xff"')  # a stray byte inside one span name
+    f = tmp_path / "blocks.jsonl"
+    f.write_bytes(body + b"\n" + json.dumps(_request([_span(spanId=f"{1:016x}", name="s0")])).encode())  # s0 again, no final newline
+    sd = load_spans(f)
+    got = sd.con.sql("SELECT s.name, r.attrs['service.name'] FROM spans s JOIN span_resources r USING (resource_id) "
+                     "ORDER BY s.span_id").fetchall()
+    assert [n for n, _ in got] == [f"s{n}" if n != 7 else "s7\ufffd" for n in range(18)]
+    assert [svc for _, svc in got] == [f"svc{n // 3}" for n in range(18)]
+    assert sd.con.sql("SELECT count(*) FROM span_resources").fetchall() == [(7,)]

@@ -21,16 +21,19 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 import json
+import os
 import shutil
 import tempfile
 import weakref
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from dqkit.errors import DqkitError, InputError
+from dqkit.events.readers import prefetch
 
 _MACROS = """
 CREATE OR REPLACE MACRO otlp_id(x, nbytes) AS (
@@ -69,8 +72,8 @@ _SPAN = {
     "events": [{"timeUnixNano": "VARCHAR", "name": "VARCHAR", "attributes": _ATTRS}],
     "links": [{"traceId": "VARCHAR", "spanId": "VARCHAR", "attributes": _ATTRS}],
 }
-_REQUEST = json.dumps({"resourceSpans": [{"resource": {"attributes": _ATTRS},
-                                          "scopeSpans": [{"scope": {"name": "VARCHAR"}, "spans": [_SPAN]}]}]})
+_REQUEST = json.dumps({"resourceSpans": [{"scopeSpans": [{"scope": {"name": "VARCHAR"}, "spans": [_SPAN]}]}]})
+_RESOURCES = json.dumps({"resourceSpans": [{"resource": {"attributes": _ATTRS}}]})
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # largest single export request (one JSON document); the reader buffers a few of these
 
@@ -142,10 +145,11 @@ class SpanData:
         return base.with_row_index("_r").drop("k", "v").join(wide, on="_r", how="left").drop("_r")
 
 
-def _document_batches(path: Path, con: duckdb.DuckDBPyConnection) -> Iterator[pa.Table]:
-    """Export requests of ``path`` as Arrow tables of at most ~``MAX_REQUEST_BYTES`` of JSON.
+def _document_batches(path: Path) -> Iterator[pa.Table]:
+    """Export requests of ``path`` as Arrow tables (``json``, ``doc``: the request's number
+    in the table) of at most ~``MAX_REQUEST_BYTES`` of JSON.
 
-    JSON-lines files (the Collector's file exporter) are batched line by line, so memory stays
+    JSON-lines files (the Collector's file exporter) are read block by block, so memory stays
     bounded however large the file; other files (pretty-printed requests) go through DuckDB's
     JSON reader whole.
     """
@@ -159,53 +163,82 @@ def _document_batches(path: Path, con: duckdb.DuckDBPyConnection) -> Iterator[pa
     if not lines_format:
         quoted = "'" + str(path).replace("'", "''") + "'"
         try:
-            whole = con.sql(f"SELECT json::VARCHAR AS json FROM read_json_objects({quoted}, format = 'auto', "
-                            f"maximum_object_size = {MAX_REQUEST_BYTES})").to_arrow_table()
+            whole = duckdb.connect().sql(f"SELECT json::VARCHAR AS json, (row_number() OVER () - 1)::BIGINT AS doc FROM "
+                            f"read_json_objects({quoted}, format = 'auto', maximum_object_size = {MAX_REQUEST_BYTES})").to_arrow_table()
         except duckdb.Error as exc:
             raise InputError(f"span export {str(path)!r} is not OTLP/JSON: {str(exc).splitlines()[0]}") from exc
         yield whole
         return
-    batch: list[str] = []
-    size = 0
     with open(path, "rb") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            batch.append(line.decode("utf-8", errors="replace"))
-            size += len(line)
-            if size >= MAX_REQUEST_BYTES:
-                yield _parallel_table(batch, size)
-                batch, size = [], 0
-    if batch:
-        yield _parallel_table(batch, size)
+        while block := fh.read(MAX_REQUEST_BYTES):
+            if len(block) == MAX_REQUEST_BYTES:  # not the end: stop at the last whole request
+                cut = block.rfind(b"\n") + 1
+                if cut:
+                    fh.seek(cut - len(block), os.SEEK_CUR)
+                else:  # one request longer than a block
+                    block += fh.readline()
+                    cut = len(block)
+            else:
+                cut = len(block)
+            yield _lines_table(block, cut)
 
 
-def _parallel_table(docs: list[str], size: int) -> pa.Table:
-    """Requests as an Arrow table in pieces of a few MB: DuckDB parses each piece on its own
-    thread, and a dozen large requests would otherwise all fall to one thread."""
-    rows = max(1, len(docs) * 4 * 1024 * 1024 // max(size, 1))
-    return pa.Table.from_batches(pa.table({"json": docs}).to_batches(max_chunksize=rows))
+def _lines_table(buf: bytes, size: int) -> pa.Table:
+    """The non-blank lines of ``buf[:size]`` as an Arrow table, in pieces of a few MB.
+
+    The strings are views into ``buf`` (each keeps its newline, which JSON ignores), so a
+    block is never copied into Python strings. DuckDB parses each piece on its own thread; a
+    dozen large requests in one piece would all fall to one thread.
+    """
+    ends = []
+    pos = buf.find(b"\n", 0, size)
+    while pos >= 0:
+        ends.append(pos + 1)
+        pos = buf.find(b"\n", pos + 1, size)
+    if not ends or ends[-1] != size:
+        ends.append(size)
+    offsets = np.array([0, *ends], np.int64)
+    lines = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(buf)])
+    lengths = np.diff(offsets)
+    short = np.flatnonzero(lengths <= 8)  # only short lines can be blank; look at just those
+    blank = np.zeros(len(ends), bool)
+    blank[short] = [not buf[offsets[i]:offsets[i + 1]].strip() for i in short]
+    if blank.any():
+        lines = lines.filter(pa.array(~blank))
+    try:
+        text = lines.cast(pa.large_string())  # checks UTF-8
+    except pa.ArrowInvalid:  # bad bytes become U+FFFD, as a JSON reader would show them
+        text = pa.array([b.decode("utf-8", errors="replace") for b in lines.to_pylist()], pa.large_string())
+    table = pa.table({"json": text, "doc": pa.array(np.arange(len(text), dtype=np.int64))})
+    rows = max(1, len(text) * 4 * 1024 * 1024 // max(size, 1))
+    return pa.Table.from_batches(table.to_batches(max_chunksize=rows), schema=table.schema)
 
 
 def _take_apart(con: duckdb.DuckDBPyConnection, first_doc: int) -> None:
-    """Append the spans and resources of the requests in ``_docs`` to ``_raw``/``span_resources``."""
+    """Append the spans and resources of the requests in ``_docs`` to ``_raw``/``span_resources``.
+
+    Each statement goes from request text to rows in one pipeline: DuckDB parses and unnests
+    the pieces of ``_docs`` in parallel, where a materialised table of a few huge requests
+    would unnest on one thread (three times slower).
+    """
+    resource_id = f"({first_doc} + doc) * 1000000 + generate_subscripts(r.resourceSpans, 1)"
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _rs AS
-        SELECT doc_id * 1000000 + i AS resource_id, rs
-        FROM (SELECT doc_id, unnest(r.resourceSpans) AS rs, generate_subscripts(r.resourceSpans, 1) AS i
-              FROM (SELECT {first_doc} + row_number() OVER () AS doc_id, from_json(json, '{_REQUEST}') AS r FROM _docs))
+        INSERT INTO span_resources
+        SELECT resource_id, otlp_attrs(rs.resource.attributes)
+        FROM (SELECT {resource_id} AS resource_id, unnest(r.resourceSpans) AS rs
+              FROM (SELECT doc, from_json(json, '{_RESOURCES}') AS r FROM _docs))
     """)
-    con.execute("INSERT INTO span_resources SELECT resource_id, otlp_attrs(rs.resource.attributes) FROM _rs")
-    con.execute("""
+    con.execute(f"""
         INSERT INTO _raw
         SELECT otlp_id(span.traceId, 16), otlp_id(span.spanId, 8), otlp_id(span.parentSpanId, 8), span.name,
                otlp_kind(span.kind), try_cast(span.startTimeUnixNano AS BIGINT), try_cast(span.endTimeUnixNano AS BIGINT),
                otlp_status(span.status.code), span.status.message, otlp_attrs(span.attributes), scope_name, resource_id,
                span.events, span.links
         FROM (SELECT resource_id, ss.scope.name AS scope_name, unnest(ss.spans) AS span
-              FROM (SELECT resource_id, unnest(rs.scopeSpans) AS ss FROM _rs))
+              FROM (SELECT resource_id, unnest(rs.scopeSpans) AS ss
+                    FROM (SELECT {resource_id} AS resource_id, unnest(r.resourceSpans) AS rs
+                          FROM (SELECT doc, from_json(json, '{_REQUEST}') AS r FROM _docs))))
     """)
-    con.execute("DROP TABLE _rs")
 
 
 def load_spans(
@@ -242,7 +275,7 @@ def load_spans(
     con.execute("CREATE OR REPLACE TABLE span_resources (resource_id BIGINT, attrs MAP(VARCHAR, VARCHAR))")
     next_doc = 0
     for f in files:
-        for docs in _document_batches(f, con):
+        for docs in prefetch(_document_batches(f)):  # the next block is read while DuckDB parses this one
             con.register("_docs", docs)
             try:
                 _take_apart(con, next_doc)
@@ -256,8 +289,11 @@ def load_spans(
     unusable, usable, distinct = con.sql(
         "SELECT count(*) FILTER (WHERE trace_id IS NULL OR span_id IS NULL), count(*) FILTER (WHERE trace_id IS NOT NULL "
         "AND span_id IS NOT NULL), count(DISTINCT (trace_id, span_id)) FILTER (WHERE trace_id IS NOT NULL AND span_id IS NOT NULL) FROM _raw").fetchall()[0]
-    if usable == distinct:  # the usual case: no span was exported twice
-        con.execute("CREATE OR REPLACE TABLE spans AS SELECT * FROM _raw WHERE trace_id IS NOT NULL AND span_id IS NOT NULL")
+    if usable == distinct:  # the usual case: no span was exported twice, so _raw becomes spans as it is
+        if unusable:
+            con.execute("DELETE FROM _raw WHERE trace_id IS NULL OR span_id IS NULL")
+        con.execute("DROP TABLE IF EXISTS spans")
+        con.execute("ALTER TABLE _raw RENAME TO spans")
     else:  # keep a span exported twice (same trace and span id) once; GROUP BY can spill to disk
         con.execute("""
             CREATE OR REPLACE TABLE spans AS
@@ -269,7 +305,7 @@ def load_spans(
             FROM _raw WHERE trace_id IS NOT NULL AND span_id IS NOT NULL
             GROUP BY trace_id, span_id
         """)
-    con.execute("DROP TABLE _raw")
+        con.execute("DROP TABLE _raw")
     con.execute("""
         CREATE OR REPLACE TABLE span_events AS
         SELECT trace_id, span_id, name AS span_name, e.name AS name, try_cast(e.timeUnixNano AS BIGINT) AS time_ns,

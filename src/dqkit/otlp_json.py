@@ -11,7 +11,7 @@ are escaped by Polars' JSON encoder.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterator
 
 import polars as pl
 
@@ -137,18 +137,16 @@ def resource_json(attributes: dict[str, object]) -> str:
     return json.dumps({"attributes": [{"key": k, "value": _any_value(v)} for k, v in sorted(attributes.items())]})
 
 
-def span_lines(spans: pl.DataFrame, resource: dict[str, object], scope: tuple[str, str], per_line: int = 2_000) -> Iterable[str]:
-    """OTLP/JSON ``ExportTraceServiceRequest`` lines for a span record frame."""
+def span_lines(spans: pl.DataFrame, resource: dict[str, object], scope: tuple[str, str], per_line: int = 2_000) -> Iterator[str]:
+    """OTLP/JSON ``ExportTraceServiceRequest`` lines for a span record frame.
+
+    Spans are rendered to JSON in one pass and joined a line at a time, so the text exists
+    about once (a group-by over all of them held three copies)."""
     if spans.is_empty():
-        return []
+        return
     head = '{"resourceSpans":[{"resource":' + resource_json(resource) + ',"scopeSpans":[{"scope":' + json.dumps(
         {"name": scope[0], "version": scope[1]}
     ) + ',"spans":['
-    bodies = (
-        conform(spans)
-        .select(_SPAN_JSON.alias("span"), (pl.int_range(pl.len()) // per_line).alias("line"))
-        .group_by("line", maintain_order=True)
-        .agg(pl.col("span").str.join(","))
-        .get_column("span")
-    )
-    return [head + body + "]}]}]}" for body in bodies.to_list()]
+    rendered = conform(spans).select(_SPAN_JSON.alias("span")).get_column("span")
+    for start in range(0, rendered.len(), per_line):
+        yield head + rendered.slice(start, per_line).str.join(",").item() + "]}]}]}"

@@ -150,27 +150,30 @@ class Deduplicator:
                                for r in self._seen.runs]
 
     def run(self, valid: pl.DataFrame, deliveries: pl.DataFrame) -> DedupResult:
-        ordered = valid.sort("line_no", "event_index")
+        # Events are wide (each keeps its raw text), so the order and the masks are worked out on
+        # narrow columns and the wide frame is copied once, into ``unique``.
+        in_order = valid.select(
+            ((pl.col("line_no").diff() > 0) | ((pl.col("line_no").diff() == 0) & (pl.col("event_index").diff() > 0)))
+            .fill_null(True).all()
+        ).item()
+        ordered = valid if in_order else valid.sort("line_no", "event_index")
         first = ordered.select(pl.col("event_id").is_first_distinct()).to_series()
-        earlier_in_chunk = (
-            ordered.filter(first)
-            .select("event_id", duplicate_of_batch=pl.col("batch_id"), duplicate_of_trace=pl.col("trace_id"))
-        )
-        in_chunk_dups = ordered.filter(~first).join(earlier_in_chunk, on="event_id", how="left")
-        firsts = ordered.filter(first)
-        keys = firsts.select(_id_key(pl.col("event_id")))
+        keys = ordered.select(_id_key(pl.col("event_id")))
         refs = self._seen.find(keys, self._cutoff)
-        seen_before = firsts.filter(refs.is_not_null())
-        earlier = self._batches.select(pl.all().gather(refs.drop_nulls()))
-        seen_before = seen_before.with_columns(duplicate_of_batch=earlier.get_column("batch_id"),
-                                               duplicate_of_trace=earlier.get_column("trace_id"))
-        unique = firsts.filter(refs.is_null())
+        new = first & refs.is_null()
+        earlier_in_chunk = ordered.select(
+            "event_id", duplicate_of_batch=pl.col("batch_id"), duplicate_of_trace=pl.col("trace_id")).filter(first)
+        in_chunk_dups = ordered.filter(~first).join(earlier_in_chunk, on="event_id", how="left")
+        earlier = self._batches.select(pl.all().gather(refs.filter(first).drop_nulls()))
+        seen_before = ordered.filter(first & refs.is_not_null()).with_columns(
+            duplicate_of_batch=earlier.get_column("batch_id"), duplicate_of_trace=earlier.get_column("trace_id"))
+        unique = ordered.filter(new)
         duplicates = pl.concat([seen_before, in_chunk_dups], how="vertical_relaxed")
 
         new_ids = unique.select(list(STATE_SCHEMA))
         if deliveries.get_column("received_at").drop_nulls().len():
             self._forget_before(deliveries.get_column("received_at").max() - self.window)
-        self._remember(new_ids, keys.filter(refs.is_null()))
+        self._remember(new_ids, keys.filter(new))
 
         counts_in = valid.group_by("delivery_key").agg(dedup_input=pl.len().cast(pl.Int64))
         counts_dup = duplicates.group_by("delivery_key").agg(duplicates_removed=pl.len().cast(pl.Int64))

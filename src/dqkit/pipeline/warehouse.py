@@ -101,7 +101,7 @@ class Warehouse:
             # 128 MB of WAL between checkpoints keeps both costs small.
             self.con.execute("SET checkpoint_threshold = '128MB'")
             # DuckDB would cache up to 80% of RAM; a replay needs its memory for the chunks in flight.
-            self.con.execute("SET memory_limit = '512MB'")
+            self.con.execute("SET memory_limit = '256MB'")
             self._create()
 
     def _create(self) -> None:

@@ -80,6 +80,33 @@ def test_identical_lines_get_distinct_delivery_keys(tmp_path):
     assert d["delivery_key"].n_unique() == 2
 
 
+def test_delivery_keys_follow_one_rule_whatever_the_chunking():
+    """The key of a line is its digest; its n-th copy's is the digest of ``digest#n``. Keys are
+    stored in warehouses, so they must not depend on how the input was cut into chunks."""
+    import hashlib
+    import random
+
+    from dqkit.events.readers import _DeliveryKeys
+
+    rng = random.Random(7)
+    lines = [f'{{"batch_id":"b-{rng.randrange(2000)}"}}'.encode() for _ in range(12_000)]
+    seen: dict[bytes, int] = {}
+    expected = []
+    for line in lines:
+        digest = hashlib.blake2b(line, digest_size=16).hexdigest()
+        n = seen.get(line, 0)
+        seen[line] = n + 1
+        expected.append(digest if n == 0 else hashlib.blake2b(f"{digest}#{n}".encode(), digest_size=16).hexdigest())
+    for sizes in ([len(lines)], [1, 2, 3, 500, 7], [997]):
+        keys, got, i = _DeliveryKeys(), [], 0
+        while i < len(lines):
+            k = sizes[len(got) % len(sizes)]
+            got += keys.keys(lines[i:i + k])
+            i += k
+        assert got == expected
+    assert len(set(expected)) == len(expected)
+
+
 def test_generator_is_deterministic_for_a_seed(tmp_path):
     from dqkit.events.generator import SampleSpec, generate
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -288,17 +289,39 @@ def _blocks(raw: io.BufferedReader) -> Iterator[bytes]:
 
 
 class _DeliveryKeys:
-    """Content keys for lines; the n-th identical copy of a line gets its own key."""
+    """Content keys for lines; the n-th identical copy of a line gets its own key.
+
+    Lines already seen are remembered as the first 64 bits of their digest, in a few sorted
+    arrays (8 bytes a line; a dict of digests cost ~90). Only lines that repeat go to a dict,
+    which counts their copies. A 64-bit clash would only give a line a copy's key, which is
+    still its own."""
 
     def __init__(self) -> None:
-        self._seen: dict[bytes, int] = {}  # raw digests: half the memory of their hex text
+        self._runs: list[np.ndarray] = []
+        self._copies: dict[bytes, int] = {}
 
-    def key(self, data: bytes) -> str:
-        raw = hashlib.blake2b(data, digest_size=16).digest()
-        n = self._seen.get(raw, 0)
-        self._seen[raw] = n + 1
-        digest = raw.hex()
-        return digest if n == 0 else hashlib.blake2b(f"{digest}#{n}".encode(), digest_size=16).hexdigest()
+    def keys(self, bodies: list[bytes]) -> list[str]:
+        raws = [hashlib.blake2b(b, digest_size=16).digest() for b in bodies]
+        keys = [r.hex() for r in raws]
+        if not raws:
+            return keys
+        h = np.frombuffer(b"".join(raws), dtype=np.uint64)[::2].copy()
+        repeat = np.zeros(len(h), bool)
+        for run in self._runs:
+            at = np.searchsorted(run, h).clip(max=len(run) - 1)
+            repeat |= run[at] == h
+        order = np.argsort(h, kind="stable")  # later copies within these lines
+        repeat[order[1:]] |= h[order[1:]] == h[order[:-1]]
+        for i in np.flatnonzero(repeat):
+            n = self._copies.get(raws[i], 0) + 1
+            self._copies[raws[i]] = n
+            keys[i] = hashlib.blake2b(f"{keys[i]}#{n}".encode(), digest_size=16).hexdigest()
+        if not repeat.all():
+            self._runs.append(np.sort(h[~repeat]))
+        while len(self._runs) > 1 and self._runs[-2].size <= 2 * self._runs[-1].size:
+            newer, older = self._runs.pop(), self._runs.pop()
+            self._runs.append(np.sort(np.concatenate([older, newer])))
+        return keys
 
 
 def iter_ndjson(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[RawChunk]:
@@ -320,7 +343,7 @@ def iter_ndjson(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[
     def flush(n: int) -> RawChunk:
         nonlocal size
         texts, errs = _decode(bodies[:n], errors[:n])
-        d, e = parser.parse(nos[:n], [keys.key(b) for b in bodies[:n]], texts, errs)
+        d, e = parser.parse(nos[:n], keys.keys(bodies[:n]), texts, errs)
         del nos[:n], bodies[:n], errors[:n]
         size = sum(map(len, bodies))
         return RawChunk(d, e, raw.tell())
@@ -438,7 +461,7 @@ def iter_parquet(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator
         lines = con.sql(_PARQUET_TO_LINES).fetchall()
         texts = [t for (t,) in lines]
         nos = list(range(offset + 1, offset + 1 + len(texts)))
-        d, e = parser.parse(nos, [keys.key(t.encode()) for t in texts], texts, [None] * len(texts))
+        d, e = parser.parse(nos, keys.keys([t.encode() for t in texts]), texts, [None] * len(texts))
         offset += tbl.num_rows
         yield RawChunk(d, e, offset)
 

@@ -27,14 +27,18 @@ class _Digests:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
 
-    def __call__(self, keys: pl.Series, salts: list[str]) -> pl.DataFrame:
-        """Per key, one column of 64 hex digits per salt: sha256(salt + ":" + key)."""
+    def __call__(self, keys: pl.Series, columns: dict[str, tuple[str, int, int]]) -> pl.DataFrame:
+        """Per key, ``name: (salt, start, length)`` columns: hex digits ``start`` to
+        ``start + length`` of sha256(salt + ":" + key). One digest yields several ids."""
         frame = pl.DataFrame({"k": keys.cast(pl.String)})  # noqa: F841 - read by name in the SQL
-        cols = ", ".join(f"sha256({_sql_str(salt + ':')} || k) AS c{i}" for i, salt in enumerate(salts))
+        salts = sorted({salt for salt, _, _ in columns.values()})
+        digests = ", ".join(f"sha256({_sql_str(salt + ':')} || k) AS d{n}" for n, salt in enumerate(salts))
+        cols = ", ".join(f"substr(d{salts.index(salt)}, {start + 1}, {length}) AS {name}"
+                         for name, (salt, start, length) in columns.items())
         with self._lock:
             if self._con is None:
                 self._con = duckdb.connect()
-            return self._con.sql(f"SELECT {cols} FROM frame").pl()
+            return pl.from_arrow(self._con.sql(f"SELECT {cols} FROM (SELECT {digests} FROM frame)").to_arrow_table())
 
 
 def _sql_str(text: str) -> str:
@@ -43,28 +47,28 @@ def _sql_str(text: str) -> str:
 
 _digests = _Digests()
 
+# A trace id and eight span ids per delivery from three digests (32 + 8 x 16 hex digits).
+_DELIVERY_IDS = {
+    "trace_id": ("dqkit.delivery.0", 0, 32),
+    **{f"sid_{n}": (f"dqkit.delivery.{(i + 2) // 4}", (i + 2) % 4 * 16, 16) for i, n in enumerate(INGEST_SPANS)},
+}
+
 
 def delivery_ids(keys: list[str] | pl.Series) -> pl.DataFrame:
     """Deterministic trace and span ids for deliveries (a replay of the same input gets the same ids)."""
     keys = pl.Series("delivery_key", keys, dtype=pl.String)
-    ids = _digests(keys, ["dqkit.trace", *(f"dqkit.span.{n}" for n in INGEST_SPANS)])
-    return pl.DataFrame({
-        "delivery_key": keys,
-        "trace_id": ids.get_column("c0").str.slice(0, 32),
-        **{f"sid_{n}": ids.get_column(f"c{i + 1}").str.slice(0, 16) for i, n in enumerate(INGEST_SPANS)},
-    })
+    return _digests(keys, _DELIVERY_IDS).insert_column(0, keys)
 
 
 def load_ids(keys: list[str] | pl.Series) -> pl.DataFrame:
     """``load_trace``, ``load_sid`` and ``part_sid`` for warehouse loads keyed by text."""
-    ids = _digests(pl.Series(keys, dtype=pl.String), ["dqkit.load.trace", "dqkit.load.span", "dqkit.load.partition"])
-    return ids.select(load_trace=pl.col("c0").str.slice(0, 32), load_sid=pl.col("c1").str.slice(0, 16),
-                      part_sid=pl.col("c2").str.slice(0, 16))
+    return _digests(pl.Series(keys, dtype=pl.String), {"load_trace": ("dqkit.load", 0, 32), "load_sid": ("dqkit.load", 32, 16),
+                                                       "part_sid": ("dqkit.load", 48, 16)})
 
 
 def insert_span_ids(keys: list[str] | pl.Series) -> pl.Series:
     """Span ids for table inserts keyed by text."""
-    return _digests(pl.Series(keys, dtype=pl.String), ["dqkit.insert"]).get_column("c0").str.slice(0, 16).alias("insert_sid")
+    return _digests(pl.Series(keys, dtype=pl.String), {"insert_sid": ("dqkit.insert", 0, 16)}).get_column("insert_sid")
 
 
 def _span(name: str, trace: str, sid: str, parent: str | None, start: str, end: str, kind: int, *items: pl.Expr) -> list[pl.Expr]:

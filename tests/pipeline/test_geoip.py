@@ -2,7 +2,7 @@ import polars as pl
 import pytest
 
 from dqkit.errors import InputError
-from dqkit.pipeline.geoip import open_geoip
+from dqkit.pipeline.geoip import open_geoip, parse_ipv4
 
 
 def test_bundled_tables_resolve_ipv4_and_ipv6():
@@ -15,6 +15,15 @@ def test_bundled_tables_resolve_ipv4_and_ipv6():
     assert got["2a00:1450:4001:82a::200e"] == "IE"
     for bad in ("300.1.1.1", "garbage", "fe80::1", "1:2:3:4:5:6:7:8:9", "203.0.113.7"):
         assert got[bad] is None, bad
+
+
+def test_ipv4_text_is_parsed_strictly():
+    cases = {"8.8.8.8": 134744072, " 8.8.8.8 ": 134744072, "8.8.8.8%eth0": 134744072, "01.2.3.4": 16909060,
+             "0.0.0.0": 0, "255.255.255.255": 4294967295, "256.1.1.1": None, "1.2.3": None, "1.2.3.4.5": None,
+             "1..2.3": None, "a.b.c.d": None, "": None, "\uff11.2.3.4": None, "1.2.3.4444": None, None: None}
+    got = parse_ipv4(pl.DataFrame({"client_ip": list(cases)}, schema={"client_ip": pl.String}))
+    assert dict(zip(cases, got.get_column("ip_value").to_list())) == cases
+    assert got.get_column("ip_family").to_list() == [None if v is None else 4 for v in cases.values()]
 
 
 def test_the_address_cache_answers_as_the_tables_do_when_it_overflows():

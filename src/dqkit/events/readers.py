@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -30,6 +31,8 @@ import pyarrow as pa
 
 from dqkit.errors import InputError
 from dqkit.events import schema
+
+T = TypeVar("T")
 
 DEFAULT_CHUNK_LINES = 10_000
 CHUNK_BYTES = 32 * 1024 * 1024  # a chunk also ends after this much input text
@@ -486,10 +489,11 @@ def sample_size(path: str | Path) -> int:
     return p.stat().st_size
 
 
-def prefetch(chunks: Iterator[RawChunk], depth: int = 1) -> Iterator[RawChunk]:
+def prefetch(chunks: Iterator[T], depth: int = 1) -> Iterator[T]:
     """Read ahead on a background thread: the next chunk is parsed (by DuckDB, outside the GIL)
     while the pipeline works on this one. At most ``depth`` parsed chunks wait, which bounds
-    memory; an error in the reader is raised here, in order."""
+    memory; an error in the reader is raised here, in order. Works for any iterator whose work
+    happens outside the GIL (the span loader reads export blocks with it too)."""
     import queue
     import threading
 

@@ -76,7 +76,8 @@ print(json.dumps(run(Path(sys.argv[1]), Path(sys.argv[3]), default_geoip_dir(), 
 
 
 def child(code: str, *args: str) -> tuple[dict, float]:
-    """Run ``code`` in a fresh interpreter; its JSON result and its own peak RSS in MB."""
+    """Run ``code`` in a fresh interpreter; its JSON result (with ``cpu_seconds`` added: user +
+    system time of the whole process) and its own peak RSS in MB."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(proc.pid, 0)  # reaped here, so its own rusage is ours to read
@@ -84,7 +85,8 @@ def child(code: str, *args: str) -> tuple[dict, float]:
         out.seek(0), err.seek(0)
         if proc.returncode:
             raise SystemExit(err.read())
-        return json.loads(out.read().strip().splitlines()[-1]), usage.ru_maxrss / 1024
+        doc = json.loads(out.read().strip().splitlines()[-1])
+        return {**doc, "cpu_seconds": usage.ru_utime + usage.ru_stime}, usage.ru_maxrss / 1024
 
 
 def _sample(events: int):
@@ -93,15 +95,21 @@ def _sample(events: int):
     return generate(ROOT / ".cache" / "bench" / f"sample-{events}", SampleSpec(events=events, users=max(200, events // 20), seed=1))
 
 
-def _replays(sample, work: Path, tracing: str, runs: int) -> tuple[float, float, dict, int]:
-    """Median events/s, max peak RSS (MB), median seconds per stage, spans."""
-    docs, rss = [], []
+def _replays(sample, work: Path, modes: list[str], runs: int) -> list[tuple[float, float, dict, int, float]]:
+    """Per tracing mode: median events/s, max peak RSS (MB), median seconds per stage, spans and
+    median CPU seconds. Modes alternate run by run, so a machine that drifts during the
+    benchmark shifts them alike."""
+    docs: dict[str, list] = {m: [] for m in modes}
     for _ in range(runs):
-        doc, r = child(REPLAY, str(sample.events_path), str(work), str(sample.profiles_path), tracing)
-        docs.append(doc)
-        rss.append(r)
-    stages = {k: statistics.median(d["stages"][k] for d in docs) for k in docs[0]["stages"]}
-    return statistics.median(d["events"] / d["seconds"] for d in docs), max(rss), stages, docs[0]["spans"]
+        for m in modes:
+            docs[m].append(child(REPLAY, str(sample.events_path), str(work / m), str(sample.profiles_path), m))
+    out = []
+    for m in modes:
+        ds = [d for d, _ in docs[m]]
+        stages = {k: statistics.median(d["stages"][k] for d in ds) for k in ds[0]["stages"]}
+        out.append((statistics.median(d["events"] / d["seconds"] for d in ds), max(r for _, r in docs[m]), stages,
+                    ds[0]["spans"], statistics.median(d["cpu_seconds"] for d in ds)))
+    return out
 
 
 def main() -> None:
@@ -115,9 +123,8 @@ def main() -> None:
 
     work = ROOT / ".cache" / "bench" / "work"
     big, small = _sample(args.events), _sample(args.reference_events)
-    full, full_rss, stages, spans = _replays(big, work / "full", "on", args.runs)
-    off, off_rss, _, _ = _replays(big, work / "off", "off", args.runs)
-    small_eps, _, _, _ = _replays(small, work / "small", "on", args.runs)
+    (full, full_rss, stages, spans, full_cpu), (off, off_rss, _, _, off_cpu) = _replays(big, work, ["on", "off"], args.runs)
+    small_eps = _replays(small, work / "small", ["on"], args.runs)[0][0]
     ref = statistics.median(
         child(REFERENCE, str(small.events_path), str(work / "reference"), str(small.profiles_path), "", str(ROOT / "bench"))[0]["events_per_s"]
         for _ in range(args.runs))
@@ -128,7 +135,9 @@ def main() -> None:
     rows = [
         (f"dqkit replay, full tracing + OTLP/JSON export ({args.events:,} events, {spans:,} spans)",
          f"{full:,.0f} events/s, peak RSS {full_rss:,.0f} MB"),
-        ("dqkit replay, tracing off", f"{off:,.0f} events/s, peak RSS {off_rss:,.0f} MB (tracing costs {(off / full - 1) * 100:.1f}%)"),
+        ("dqkit replay, tracing off (runs alternate with the full-tracing ones)",
+         f"{off:,.0f} events/s, peak RSS {off_rss:,.0f} MB (tracing costs {(off / full - 1) * 100:.1f}% of the time, "
+         f"{(full_cpu / off_cpu - 1) * 100:.1f}% more CPU: {full_cpu:.1f} s against {off_cpu:.1f} s)"),
         (f"reference design, per event ({args.reference_events:,} events)", f"{ref:,.0f} events/s"),
         (f"dqkit on the same {args.reference_events:,} events", f"{small_eps:,.0f} events/s ({small_eps / ref:.0f}x the reference)"),
         ("machine: Polars read_ndjson + explode", f"{lim['polars_parse_per_s']:,.0f} events/s"),
@@ -148,7 +157,7 @@ def main() -> None:
         rows.append((f"load_spans + reconcile, {n_spans:,} spans",
                      f"{statistics.median(d['seconds'] for d, _ in res):.1f} s, peak RSS {max(r for _, r in res):,.0f} MB"))
     if args.memory_events:
-        eps, rss, _, _ = _replays(_sample(args.memory_events), work / "memory", "on", 1)
+        eps, rss, _, _, _ = _replays(_sample(args.memory_events), work / "memory", ["on"], 1)[0]
         rows.append((f"dqkit replay of {args.memory_events:,} events (one run)", f"{eps:,.0f} events/s, peak RSS {rss:,.0f} MB"))
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; medians of {args.runs}\n")

@@ -2,7 +2,7 @@ import polars as pl
 import pytest
 
 from dqkit.errors import InputError
-from dqkit.pipeline.geoip import open_geoip, parse_ipv4
+from dqkit.pipeline.geoip import open_geoip, parse_ipv4, parse_ipv6
 
 
 def test_bundled_tables_resolve_ipv4_and_ipv6():
@@ -24,6 +24,22 @@ def test_ipv4_text_is_parsed_strictly():
     got = parse_ipv4(pl.DataFrame({"client_ip": list(cases)}, schema={"client_ip": pl.String}))
     assert dict(zip(cases, got.get_column("ip_value").to_list())) == cases
     assert got.get_column("ip_family").to_list() == [None if v is None else 4 for v in cases.values()]
+
+
+def test_ipv6_text_is_parsed_strictly():
+    v6 = lambda *groups: sum(g << (16 * (7 - i)) for i, g in enumerate(groups))  # noqa: E731
+    cases = {
+        "2001:db8::": (6, v6(0x2001, 0xDB8, 0, 0, 0, 0, 0, 0)), " 2001:DB8::1 ": (6, v6(0x2001, 0xDB8, 0, 0, 0, 0, 0, 1)),
+        "::1": (6, 1), "::": (6, 0), "7fff::1": (6, v6(0x7FFF, 0, 0, 0, 0, 0, 0, 1)),
+        "1:2:3:4:5:6:7:8": (6, v6(1, 2, 3, 4, 5, 6, 7, 8)), "2a00:1450::200e%wlan0": (6, v6(0x2A00, 0x1450, 0, 0, 0, 0, 0, 0x200E)),
+        "::ffff:8.8.8.8": (4, 134744072), "::FFFF:1.2.3.4": (4, 16909060),
+        "8000::1": (None, None), "fe80::1%eth0": (None, None), "1:2:3:4:5:6:7:8:9": (None, None), "1:2:3:4:5:6:7": (None, None),
+        "1::2::3": (None, None), "12345::1": (None, None), "g::1": (None, None), ":::": (None, None),
+        "1:::2": (None, None), "1:2:3:4:5:6:7:8:": (None, None), ":1:2:3:4:5:6:7:8": (None, None), "1::2:": (None, None),
+        "::ffff:300.1.1.1": (None, None), None: (None, None),
+    }
+    got = parse_ipv6(pl.DataFrame({"client_ip": list(cases)}, schema={"client_ip": pl.String}))
+    assert dict(zip(cases, got.select("ip_family", "ip_value").rows())) == cases
 
 
 def test_the_address_cache_answers_as_the_tables_do_when_it_overflows():

@@ -163,8 +163,9 @@ def _document_batches(path: Path) -> Iterator[pa.Table]:
     if not lines_format:
         quoted = "'" + str(path).replace("'", "''") + "'"
         try:
-            whole = duckdb.connect().sql(f"SELECT json::VARCHAR AS json, (row_number() OVER () - 1)::BIGINT AS doc FROM "
-                            f"read_json_objects({quoted}, format = 'auto', maximum_object_size = {MAX_REQUEST_BYTES})").to_arrow_table()
+            with duckdb.connect() as reader:  # its own connection: this runs on the read-ahead thread
+                whole = reader.sql(f"SELECT json::VARCHAR AS json, (row_number() OVER () - 1)::BIGINT AS doc FROM read_json_objects("
+                                   f"{quoted}, format = 'auto', maximum_object_size = {MAX_REQUEST_BYTES})").to_arrow_table()
         except duckdb.Error as exc:
             raise InputError(f"span export {str(path)!r} is not OTLP/JSON: {str(exc).splitlines()[0]}") from exc
         yield whole

@@ -1,126 +1,187 @@
-"""Spans as data: build span records column-wise and write them as spec-correct OTLP/JSON.
+"""Spans rendered as spec-correct OTLP/JSON, column-wise.
 
-A span record frame has one row per span (see :data:`SPAN_SCHEMA`). Attributes, span events and
-links are kept as rendered OTLP/JSON arrays (text), built by the helpers below with Polars
-string expressions — so turning a whole chunk's spans into ``ExportTraceServiceRequest`` lines
-is string concatenation in Rust, not per-span Python. Output follows the OTLP specification
-and the Collector's file exporter: hex ids, int64 as strings, integer enums. Untrusted strings
-are escaped by Polars' JSON encoder.
+Each kind of span (say, the ``analytics.ingest_batch`` spans of a whole chunk) is rendered by
+one Polars ``concat_str`` over its frame: the constant JSON text (keys, span name, kind)
+sits as literals between the value columns. So a chunk's spans become export text in Rust,
+with no per-span Python and no intermediate string per attribute or per span record.
+
+Output follows the OTLP specification and the Collector's file exporter: hex ids, int64 as
+strings, integer enums. Untrusted strings are JSON-escaped.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
 
 import polars as pl
 
-SPAN_SCHEMA: dict[str, pl.DataType] = {
-    "trace_id": pl.String,  # lower-case hex, as OTLP/JSON writes it
-    "span_id": pl.String,
-    "parent_span_id": pl.String,
-    "name": pl.String,
-    "kind": pl.Int32,  # OTLP SpanKind: 1 internal, 2 server, 4 producer, 5 consumer
-    "start_ns": pl.Int64,
-    "end_ns": pl.Int64,
-    "status_code": pl.Int32,  # 0 unset, 1 ok, 2 error
-    "status_message": pl.String,
-    "attrs": pl.String,  # JSON array of KeyValue
-    "events": pl.String,  # JSON array of Span.Event
-    "links": pl.String,  # JSON array of Span.Link
-}
-
 KIND_INTERNAL, KIND_SERVER, KIND_PRODUCER, KIND_CONSUMER = 1, 2, 4, 5
 
-
-def _lit(x: pl.Expr | str) -> pl.Expr:
-    return pl.lit(x) if isinstance(x, str) else x
-
-
-def cat(*parts: pl.Expr | str) -> pl.Expr:
-    """Concatenate literal text and expressions; null if any expression is null."""
-    return pl.concat_str([_lit(p) for p in parts])
+# What JSON strings must escape: quote, backslash and the control characters.
+_ESCAPE_FROM = ["\\", '"'] + [chr(c) for c in range(32)]
+_ESCAPE_TO = ["\\\\", '\\"'] + [json.dumps(chr(c))[1:-1] for c in range(32)]
 
 
-def json_string(expr: pl.Expr) -> pl.Expr:
-    """``expr`` as a quoted, escaped JSON string (null stays null)."""
-    encoded = pl.struct(expr.cast(pl.String).alias("v")).struct.json_encode().str.slice(5).str.strip_suffix("}")
-    return pl.when(expr.is_not_null()).then(encoded)
+def escaped(expr: pl.Expr) -> pl.Expr:
+    """The text of ``expr`` escaped for use inside a JSON string (quotes not added)."""
+    return expr.cast(pl.String).str.replace_many(_ESCAPE_FROM, _ESCAPE_TO)
 
 
-def _key(key: str) -> str:
-    return '{"key":' + json.dumps(key) + ',"value":{'
+@dataclass(frozen=True)
+class Attr:
+    """One span attribute: an OTLP ``KeyValue`` whose value is an ``AnyValue`` ``field``."""
+
+    key: str
+    field: str
+    value: pl.Expr | str | int | bool | float
 
 
-def s(key: str, value: pl.Expr | str) -> pl.Expr:
+def s(key: str, value: pl.Expr | str) -> Attr:
     """A string attribute (omitted where the value is null)."""
-    v = json_string(pl.lit(value)) if isinstance(value, str) else json_string(value)
-    return cat(_key(key) + '"stringValue":', v, "}}")
+    return Attr(key, "stringValue", value)
 
 
-def i(key: str, value: pl.Expr | int) -> pl.Expr:
-    """An int attribute (int64 as a JSON string, per OTLP)."""
-    v = pl.lit(value) if isinstance(value, int) else value
-    return cat(_key(key) + '"intValue":"', v.cast(pl.Int64).cast(pl.String), '"}}')
+def i(key: str, value: pl.Expr | int) -> Attr:
+    """An int attribute (int64 written as a JSON string, per OTLP)."""
+    return Attr(key, "intValue", value)
 
 
-def b(key: str, value: pl.Expr | bool) -> pl.Expr:
+def b(key: str, value: pl.Expr | bool) -> Attr:
     """A bool attribute."""
-    v = pl.lit(value) if isinstance(value, bool) else value
-    text = pl.when(v.cast(pl.Boolean)).then(pl.lit("true")).when(v.is_not_null()).then(pl.lit("false"))
-    return cat(_key(key) + '"boolValue":', text, "}}")
+    return Attr(key, "boolValue", value)
 
 
-def d(key: str, value: pl.Expr | float) -> pl.Expr:
+def d(key: str, value: pl.Expr | float) -> Attr:
     """A double attribute (non-finite values are omitted: JSON cannot carry them)."""
-    v = (pl.lit(value) if isinstance(value, float) else value).cast(pl.Float64)
-    return cat(_key(key) + '"doubleValue":', pl.when(v.is_finite()).then(v.cast(pl.String)), "}}")
+    return Attr(key, "doubleValue", value)
 
 
-def attrs(*items: pl.Expr) -> pl.Expr:
-    """A JSON array of the non-null attributes among ``items``."""
-    return cat("[", pl.concat_str(list(items), separator=",", ignore_nulls=True).fill_null(""), "]").alias("attrs")
+def _key_value(a: Attr) -> tuple[str, pl.Expr | None, str] | None:
+    """(text before, value, text after) of one ``KeyValue``; the value expression is null
+    where the attribute is to be left out. A constant is all text; ``None``: left out."""
+    head = '{"key":' + json.dumps(a.key) + ',"value":{"' + a.field + '":'
+    v = a.value
+    if not isinstance(v, pl.Expr):
+        if a.field == "doubleValue" and not math.isfinite(float(v)):  # type: ignore[arg-type]
+            return None
+        const = {"stringValue": lambda: json.dumps(str(v)), "intValue": lambda: json.dumps(str(int(v))),  # type: ignore[arg-type]
+                 "boolValue": lambda: json.dumps(bool(v)), "doubleValue": lambda: json.dumps(float(v))}[a.field]()  # type: ignore[arg-type]
+        return head + const + "}}", None, ""
+    if a.field == "stringValue":
+        return head + '"', escaped(v), '"}}'
+    if a.field == "intValue":
+        return head + '"', v.cast(pl.Int64).cast(pl.String), '"}}'
+    if a.field == "boolValue":
+        return head, pl.when(v.cast(pl.Boolean)).then(pl.lit("true")).when(v.is_not_null()).then(pl.lit("false")), "}}"
+    f = v.cast(pl.Float64)
+    return head, pl.when(f.is_finite()).then(f.cast(pl.String)), "}}"
 
 
-def link(trace_id: pl.Expr, span_id: pl.Expr, *items: pl.Expr) -> pl.Expr:
-    """One link object (aggregate with ``str.join(",")`` and wrap in brackets)."""
-    return cat('{"traceId":"', trace_id, '","spanId":"', span_id, '","attributes":', attrs(*items), "}")
+Piece = str | pl.Expr | list[Attr]
+"""Literal text, a value that is never null, or an attribute list (an OTLP attribute array)."""
 
 
-def span_event(name: str, time_ns: pl.Expr, *items: pl.Expr) -> pl.Expr:
-    """One span event object."""
-    return cat('{"timeUnixNano":"', time_ns.cast(pl.String), '","name":' + json.dumps(name) + ',"attributes":',
-               attrs(*items), "}")
+def render(frame: pl.DataFrame, *pieces: Piece) -> pl.Series:
+    """One JSON text per row of ``frame``: ``pieces`` concatenated in one ``concat_str``.
+
+    An attribute list becomes a JSON array without the attributes whose value is null. Their
+    values are computed first, so attributes that are never null in this frame are inlined
+    and only the others pay for the null handling. A null anywhere else is a bug upstream:
+    it raises rather than losing the row.
+    """
+    values: dict[str, pl.Expr] = {}
+    plan: list[Piece | list[tuple[str, str | None, str]]] = []
+    for p in pieces:
+        if not isinstance(p, list):
+            plan.append(p)
+            continue
+        items = []
+        for a in p:
+            kv = _key_value(a)
+            if kv is None:
+                continue
+            before, expr, after = kv
+            name = None
+            if expr is not None:
+                name = f"__dqkit_v{len(values)}"
+                values[name] = expr
+            items.append((before, name, after))
+        plan.append(items)
+    if values:
+        frame = frame.with_columns(**values)
+        nulls = frame.select(pl.col(list(values)).null_count()).row(0, named=True)
+    parts: list[str | pl.Expr] = []
+    for p in plan:
+        if not isinstance(p, list):
+            parts.append(p)
+            continue
+        dense = [it for it in p if it[1] is None or not nulls[it[1]]]
+        sparse = [it for it in p if it[1] is not None and nulls[it[1]]]
+        parts.append("[")
+        for n, (before, col, after) in enumerate(dense):
+            parts += ["," if n else "", before] + ([pl.col(col), after] if col else [])
+        if sparse:  # each is null where its value is, and concat_str leaves nulls out
+            lead = "," if dense else ""
+            parts.append(pl.concat_str([pl.concat_str([pl.lit(lead + before), pl.col(col), pl.lit(after)])
+                                        for before, col, after in sparse],
+                                       separator="" if dense else ",", ignore_nulls=True).fill_null(""))
+        parts.append("]")
+    merged: list[pl.Expr] = []
+    text = ""
+    for part in parts:
+        if isinstance(part, str):
+            text += part
+            continue
+        if text:
+            merged.append(pl.lit(text))
+            text = ""
+        merged.append(part)
+    if text:
+        merged.append(pl.lit(text))
+    out = frame.select(pl.concat_str(merged).alias("json")).to_series()
+    if out.null_count():
+        bad = frame.filter(out.is_null()).head(1).to_dicts()
+        raise ValueError(f"cannot render OTLP/JSON: a required value is null in {bad}")
+    return out
 
 
-def conform(frame: pl.DataFrame) -> pl.DataFrame:
-    """Fill missing optional columns and order them as :data:`SPAN_SCHEMA`."""
-    cols = []
-    for name, dtype in SPAN_SCHEMA.items():
-        cols.append(pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name))
-    return frame.select(cols)
+def span(
+    frame: pl.DataFrame, name: str, kind: int, trace_id: pl.Expr, span_id: pl.Expr, parent: pl.Expr | None,
+    start_ns: pl.Expr, end_ns: pl.Expr, attributes: list[Attr], events: pl.Expr | None = None,
+    links: pl.Expr | None = None, status: pl.Expr | None = None,
+) -> pl.Series:
+    """One OTLP/JSON ``Span`` per row of ``frame``. ``events``/``links``: rendered JSON arrays;
+    ``status``: a rendered ``Status`` (unset if not given)."""
+    return render(
+        frame, '{"traceId":"', trace_id, '","spanId":"', span_id,
+        '","parentSpanId":"', parent.fill_null("") if parent is not None else "",
+        '","name":' + json.dumps(name) + ',"kind":' + str(int(kind)) + ',"startTimeUnixNano":"', start_ns.cast(pl.String),
+        '","endTimeUnixNano":"', end_ns.cast(pl.String), '","attributes":', attributes,
+        ',"events":', events if events is not None else "[]",
+        ',"links":', links if links is not None else "[]",
+        ',"status":', status if status is not None else '{"code":0}', "}",
+    )
 
 
-def empty_spans() -> pl.DataFrame:
-    return pl.DataFrame(schema=SPAN_SCHEMA)
+def link(frame: pl.DataFrame, trace_id: pl.Expr, span_id: pl.Expr, attributes: list[Attr]) -> pl.Series:
+    """One ``Span.Link`` object per row (aggregate with ``str.join(",")`` and wrap in brackets)."""
+    return render(frame, '{"traceId":"', trace_id, '","spanId":"', span_id, '","attributes":', attributes, "}")
 
 
-_SPAN_JSON = cat(
-    '{"traceId":"', pl.col("trace_id"),
-    '","spanId":"', pl.col("span_id"),
-    '","parentSpanId":"', pl.col("parent_span_id").fill_null(""),
-    '","name":', json_string(pl.col("name")),
-    ',"kind":', pl.col("kind").fill_null(KIND_INTERNAL).cast(pl.String),
-    ',"startTimeUnixNano":"', pl.col("start_ns").cast(pl.String),
-    '","endTimeUnixNano":"', pl.col("end_ns").cast(pl.String),
-    '","attributes":', pl.col("attrs").fill_null("[]"),
-    ',"events":', pl.col("events").fill_null("[]"),
-    ',"links":', pl.col("links").fill_null("[]"),
-    ',"status":', pl.when(pl.col("status_code") == 2)
-    .then(cat('{"code":2,"message":', json_string(pl.col("status_message").fill_null("")), "}"))
-    .otherwise(cat('{"code":', pl.col("status_code").fill_null(0).cast(pl.String), "}")),
-    "}",
-)
+def span_event(frame: pl.DataFrame, name: str, time_ns: pl.Expr, attributes: list[Attr]) -> pl.Series:
+    """One ``Span.Event`` object per row."""
+    return render(frame, '{"timeUnixNano":"', time_ns.cast(pl.String), '","name":' + json.dumps(name) + ',"attributes":',
+                  attributes, "}")
+
+
+def error_status(failed: pl.Expr, message: pl.Expr) -> pl.Expr:
+    """A ``Status``: error with ``message`` where ``failed``, unset elsewhere."""
+    err = pl.concat_str([pl.lit('{"code":2,"message":"'), escaped(message.fill_null("")), pl.lit('"}')])
+    return pl.when(failed).then(err).otherwise(pl.lit('{"code":0}'))
 
 
 def _any_value(v: object) -> dict:
@@ -137,16 +198,39 @@ def resource_json(attributes: dict[str, object]) -> str:
     return json.dumps({"attributes": [{"key": k, "value": _any_value(v)} for k, v in sorted(attributes.items())]})
 
 
-def span_lines(spans: pl.DataFrame, resource: dict[str, object], scope: tuple[str, str], per_line: int = 2_000) -> Iterator[str]:
-    """OTLP/JSON ``ExportTraceServiceRequest`` lines for a span record frame.
+@dataclass
+class ExportText:
+    """OTLP/JSON ``ExportTraceServiceRequest`` lines: ``pieces`` (one per span) written one
+    after another are the lines, newlines included; ``spans`` is how many spans they hold."""
 
-    Spans are rendered to JSON in one pass and joined a line at a time, so the text exists
-    about once (a group-by over all of them held three copies)."""
-    if spans.is_empty():
-        return
+    pieces: pl.Series
+    spans: int
+
+    def write(self, fh: BinaryIO) -> None:
+        """Append the lines to a binary file straight from the Arrow buffers (no Python strings)."""
+        arr = self.pieces.to_arrow(compat_level=pl.CompatLevel.oldest())  # large_string: offsets + one data buffer
+        for chunk in getattr(arr, "chunks", [arr]):
+            if len(chunk):
+                offsets = chunk.buffers()[1]
+                first, last = (int.from_bytes(offsets[8 * k:8 * k + 8], "little") for k in (chunk.offset, chunk.offset + len(chunk)))
+                fh.write(memoryview(chunk.buffers()[2])[first:last])
+
+    def requests(self) -> list[dict]:
+        """The requests, parsed (for exporters that need objects)."""
+        return [json.loads(line) for line in "".join(self.pieces.to_list()).splitlines()]
+
+
+def export_text(spans: Sequence[pl.Series], resource: dict[str, object], scope: tuple[str, str],
+                per_line: int = 2_000) -> ExportText:
+    """The export requests for rendered spans (:func:`span`), at most ``per_line`` to a line."""
+    rendered = pl.concat([x.rename("json") for x in spans if len(x)]) if any(len(x) for x in spans) else pl.Series("json", [], pl.String)
     head = '{"resourceSpans":[{"resource":' + resource_json(resource) + ',"scopeSpans":[{"scope":' + json.dumps(
-        {"name": scope[0], "version": scope[1]}
-    ) + ',"spans":['
-    rendered = conform(spans).select(_SPAN_JSON.alias("span")).get_column("span")
-    for start in range(0, rendered.len(), per_line):
-        yield head + rendered.slice(start, per_line).str.join(",").item() + "]}]}]}"
+        {"name": scope[0], "version": scope[1]}) + ',"spans":['
+    row = pl.int_range(pl.len())
+    pos = row % per_line
+    pieces = rendered.to_frame().select(pl.concat_str([
+        pl.when(pos == 0).then(pl.lit(head)).otherwise(pl.lit(",")),
+        pl.col("json"),
+        pl.when((pos == per_line - 1) | (row == pl.len() - 1)).then(pl.lit("]}]}]}\n")).otherwise(pl.lit("")),
+    ])).to_series()
+    return ExportText(pieces, len(rendered))

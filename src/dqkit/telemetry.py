@@ -1,6 +1,6 @@
 """Telemetry output: the only place that configures OpenTelemetry exporters.
 
-Spans arrive as record frames (:mod:`dqkit.otlp_json`) and metrics as pre-aggregated points.
+Spans arrive rendered as OTLP/JSON (:mod:`dqkit.otlp_json`) and metrics as pre-aggregated points.
 By default both go to OTLP/JSON lines files (``traces.jsonl``, ``metrics.jsonl``), one export
 request per line. When the standard ``OTEL_EXPORTER_OTLP_*`` variables name an endpoint, they
 are also sent over OTLP (gRPC, or HTTP with ``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf``) by the
@@ -15,7 +15,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import polars as pl
 
 from dqkit import __version__
 from dqkit.errors import ConfigError
-from dqkit.otlp_json import span_lines
+from dqkit.otlp_json import ExportText, export_text
 
 log = logging.getLogger(__name__)
 SCOPE = ("dqkit.pipeline", __version__)
@@ -106,46 +106,53 @@ def _metric_exporter(protocol: str):
     return OTLPMetricExporter()
 
 
-def readable_spans(frame: pl.DataFrame, resource: Mapping[str, object]) -> list:
-    """SDK span objects for a span record frame (for the SDK's network exporters)."""
+def readable_spans(requests: list[dict]) -> list:
+    """SDK span objects for OTLP/JSON export requests (for the SDK's network exporters), so
+    a collector receives exactly what the file holds."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-    res = Resource.create(dict(resource))  # type: ignore[arg-type]
-    scope = InstrumentationScope(*SCOPE)
     kinds = {1: SpanKind.INTERNAL, 2: SpanKind.SERVER, 3: SpanKind.CLIENT, 4: SpanKind.PRODUCER, 5: SpanKind.CONSUMER}
     flags = TraceFlags(TraceFlags.SAMPLED)
 
     def ctx(t: str, s: str) -> SpanContext:
         return SpanContext(int(t, 16), int(s, 16), is_remote=False, trace_flags=flags)
 
-    def amap(text: str | None) -> dict:
+    def amap(attributes: list[dict]) -> dict:
         out = {}
-        for a in json.loads(text or "[]"):
+        for a in attributes:
             (kind, v), = a["value"].items()
             out[a["key"]] = int(v) if kind == "intValue" else v
         return out
 
     spans = []
-    for r in frame.iter_rows(named=True):
-        spans.append(ReadableSpan(
-            r["name"],
-            context=ctx(r["trace_id"], r["span_id"]),
-            parent=ctx(r["trace_id"], r["parent_span_id"]) if r["parent_span_id"] else None,
-            resource=res,
-            attributes=amap(r["attrs"]),
-            events=[Event(e["name"], amap(json.dumps(e["attributes"])), int(e["timeUnixNano"]))
-                    for e in json.loads(r["events"] or "[]")],
-            links=[Link(ctx(lk["traceId"], lk["spanId"]), amap(json.dumps(lk["attributes"])))
-                   for lk in json.loads(r["links"] or "[]")],
-            kind=kinds.get(r["kind"], SpanKind.INTERNAL),
-            status=Status(StatusCode.ERROR, r["status_message"]) if r["status_code"] == 2 else Status(StatusCode.UNSET),
-            start_time=r["start_ns"],
-            end_time=r["end_ns"],
-            instrumentation_scope=scope,
-        ))
+    resources: dict[str, Resource] = {}
+    for request in requests:
+        for rs in request["resourceSpans"]:
+            key = json.dumps(rs["resource"]["attributes"], sort_keys=True)
+            if key not in resources:
+                resources[key] = Resource.create(amap(rs["resource"]["attributes"]))
+            res = resources[key]
+            for ss in rs["scopeSpans"]:
+                scope = InstrumentationScope(ss["scope"]["name"], ss["scope"].get("version"))
+                for r in ss["spans"]:
+                    status = r.get("status", {})
+                    spans.append(ReadableSpan(
+                        r["name"],
+                        context=ctx(r["traceId"], r["spanId"]),
+                        parent=ctx(r["traceId"], r["parentSpanId"]) if r.get("parentSpanId") else None,
+                        resource=res,
+                        attributes=amap(r["attributes"]),
+                        events=[Event(e["name"], amap(e["attributes"]), int(e["timeUnixNano"])) for e in r["events"]],
+                        links=[Link(ctx(lk["traceId"], lk["spanId"]), amap(lk["attributes"])) for lk in r["links"]],
+                        kind=kinds.get(r["kind"], SpanKind.INTERNAL),
+                        status=Status(StatusCode.ERROR, status.get("message")) if status.get("code") == 2 else Status(StatusCode.UNSET),
+                        start_time=int(r["startTimeUnixNano"]),
+                        end_time=int(r["endTimeUnixNano"]),
+                        instrumentation_scope=scope,
+                    ))
     return spans
 
 
@@ -158,9 +165,9 @@ class Telemetry:
         self._traces = self._metrics = None
         if config.out_dir is not None:
             config.out_dir.mkdir(parents=True, exist_ok=True)
-            self._traces = open(config.out_dir / "traces.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            self._traces = open(config.out_dir / "traces.jsonl", "ab")  # noqa: SIM115
             self._metrics = open(config.out_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        self._queue: queue.Queue[pl.DataFrame | None] | None = None
+        self._queue: queue.Queue[ExportText | None] | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._sending = 0  # spans inside an export call right now
@@ -172,8 +179,8 @@ class Telemetry:
         self._metric_exporter = _metric_exporter(config.protocol) if config.otlp_metrics else None
 
     # -- spans -------------------------------------------------------------------------
-    def emit_spans(self, spans: pl.DataFrame) -> None:
-        """Write (and send) spans now."""
+    def emit_spans(self, spans: Sequence[pl.Series]) -> None:
+        """Write (and send) rendered spans now."""
         self.publish(self.stage(spans, "now"))
 
     # A replay appends a chunk's spans before its warehouse commit, after noting in a marker file
@@ -181,32 +188,32 @@ class Telemetry:
     # marker, and the next start cuts the uncommitted chunk off again (see :meth:`recover`).
     # So spans of committed chunks are never lost and spans of uncommitted ones never kept, at
     # the cost of one small file per chunk rather than writing the spans twice.
-    def stage(self, spans: pl.DataFrame, chunk_id: str) -> tuple[str, bool, pl.DataFrame]:
-        """Append ``spans`` to ``traces.jsonl`` as chunk ``chunk_id``, not yet committed."""
+    def stage(self, spans: Sequence[pl.Series], chunk_id: str) -> tuple[str, bool, ExportText]:
+        """Append rendered spans (:func:`dqkit.otlp_json.span`) to ``traces.jsonl`` as chunk
+        ``chunk_id``, not yet committed."""
+        text = export_text(spans, dict(self.config.resource), SCOPE)
         staged = False
-        if self._traces is not None and spans.height:
+        if self._traces is not None and text.spans:
             self._traces.flush()
             self._marker.write_text(f"{chunk_id} {os.fstat(self._traces.fileno()).st_size}\n", encoding="utf-8")
-            for line in span_lines(spans, dict(self.config.resource), SCOPE):
-                self._traces.write(line)
-                self._traces.write("\n")
+            text.write(self._traces)
             self._traces.flush()
             staged = True
-        return chunk_id, staged, spans
+        return chunk_id, staged, text
 
-    def publish(self, staged: tuple[str, bool, pl.DataFrame]) -> None:
+    def publish(self, staged: tuple[str, bool, ExportText]) -> None:
         """Mark a staged chunk as committed and hand it to the network exporter."""
-        _, on_file, spans = staged
-        if not spans.height:
+        _, on_file, text = staged
+        if not text.spans:
             return
         if on_file:
             self._marker.unlink(missing_ok=True)
-            self.stats.spans_written += spans.height
+            self.stats.spans_written += text.spans
         if self._queue is not None:
             try:
-                self._queue.put_nowait(spans)
+                self._queue.put_nowait(text)
             except queue.Full:
-                self._count_dropped(spans.height)
+                self._count_dropped(text.spans)
 
     @property
     def _marker(self) -> Path:
@@ -243,7 +250,7 @@ class Telemetry:
         # Spans staged by earlier dqkit versions (one pending file per chunk).
         for pending in sorted(self.config.out_dir.glob("traces.jsonl.pending-*")):
             if pending.name.split("pending-", 1)[1] in committed:
-                self._traces.write(pending.read_text(encoding="utf-8"))
+                self._traces.write(pending.read_bytes())
                 self._traces.flush()
                 recovered += 1
             pending.unlink()
@@ -258,22 +265,22 @@ class Telemetry:
 
         assert self._queue is not None
         while True:
-            frame = self._queue.get()
-            if frame is None:
+            text = self._queue.get()
+            if text is None:
                 return
             with self._lock:
-                self._sending = frame.height
+                self._sending = text.spans
             try:
-                ok = self._span_exporter.export(readable_spans(frame, self.config.resource)) == SpanExportResult.SUCCESS
+                ok = self._span_exporter.export(readable_spans(text.requests())) == SpanExportResult.SUCCESS
             except Exception:  # telemetry must never break the pipeline
                 log.exception("OTLP span export failed")
                 ok = False
             with self._lock:
                 self._sending = 0
                 if ok:
-                    self.stats.spans_sent += frame.height
+                    self.stats.spans_sent += text.spans
                 else:
-                    self.stats.spans_not_exported += frame.height
+                    self.stats.spans_not_exported += text.spans
 
     # -- metrics -----------------------------------------------------------------------
     def emit_metrics(self, data) -> None:
@@ -307,7 +314,7 @@ class Telemetry:
                 except queue.Empty:
                     break
                 if item is not None:
-                    left += item.height
+                    left += item.spans
             if self._thread.is_alive():  # stuck on a slow collector: its batch is lost too
                 with self._lock:
                     left += self._sending

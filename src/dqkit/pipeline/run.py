@@ -464,14 +464,14 @@ class Replay:
         return totals, spans_written
 
     def _write_spans(self, d: pl.DataFrame, load_frames: tuple[pl.DataFrame, ...], chunk_id: str) -> tuple:
-        """On the writer thread: the chunk's span records, rendered to ``traces.jsonl``. Polars
+        """On the writer thread: the chunk's spans, rendered to ``traces.jsonl``. Polars
         does the work outside the GIL, so this overlaps the next chunk's stages."""
-        span_frame = pl.concat([
-            spans.ingest_spans(d, self.queue.system, self.queue.topic),
-            spans.enrich_spans(d, self.queue.topic),
-            spans.load_spans(*load_frames),
-        ]) if self.config.tracing else pl.DataFrame()
-        return self.telemetry.stage(span_frame, chunk_id)
+        rendered = [
+            *spans.ingest_spans(d, self.queue.system, self.queue.topic),
+            *spans.enrich_spans(d, self.queue.topic),
+            *spans.load_spans(*load_frames),
+        ] if self.config.tracing else []
+        return self.telemetry.stage(rendered, chunk_id)
 
     def _load_telemetry(self, d: pl.DataFrame, rows: pl.DataFrame, out: pl.DataFrame) -> tuple[pl.DataFrame, ...]:
         """Loads (one per cadence tick in this chunk), their table inserts and batch links."""

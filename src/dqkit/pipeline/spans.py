@@ -1,4 +1,4 @@
-"""The reference design's spans, built column-wise for every batch of a chunk at once.
+"""The reference design's spans, rendered to OTLP/JSON column-wise for every batch of a chunk at once.
 
 One trace per delivery (client batch): ``analytics.ingest_batch`` with validate, dedup and
 publish children; the consumer's ``analytics.enrich`` continues it from the message's
@@ -14,7 +14,7 @@ import duckdb
 import polars as pl
 
 from dqkit.otlp_json import (
-    KIND_CONSUMER, KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, attrs, b, cat, conform, d, i, link, s, span_event,
+    KIND_CONSUMER, KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, Attr, b, d, error_status, i, link, s, span, span_event,
 )
 
 INGEST_SPANS = ("ingest", "validate", "dedup", "publish", "enrich", "profile", "geo", "session")
@@ -71,83 +71,79 @@ def insert_span_ids(keys: list[str] | pl.Series) -> pl.Series:
     return _digests(pl.Series(keys, dtype=pl.String), {"insert_sid": ("dqkit.insert", 0, 16)}).get_column("insert_sid")
 
 
-def _span(name: str, trace: str, sid: str, parent: str | None, start: str, end: str, kind: int, *items: pl.Expr) -> list[pl.Expr]:
-    return [
-        pl.col(trace).alias("trace_id"), pl.col(sid).alias("span_id"),
-        (pl.col(parent) if parent else pl.lit(None, pl.String)).alias("parent_span_id"),
-        pl.lit(name).alias("name"), pl.lit(kind, pl.Int32).alias("kind"),
-        pl.col(start).alias("start_ns"), pl.col(end).alias("end_ns"), attrs(*items),
-    ]
+def _span(frame: pl.DataFrame, name: str, trace: str, sid: str, parent: str | None, start: str, end: str, kind: int,
+          *attributes: Attr, **extra: pl.Expr) -> pl.Series:
+    return span(frame, name, kind, pl.col(trace), pl.col(sid), pl.col(parent) if parent else None,
+                pl.col(start), pl.col(end), list(attributes), **extra)
 
 
-def ingest_spans(d: pl.DataFrame, queue_system: str, topic: str) -> pl.DataFrame:
+def ingest_spans(d: pl.DataFrame, queue_system: str, topic: str) -> list[pl.Series]:
     """Spans of the ingest side for every delivery in ``d`` (see ``run._deliveries_frame``)."""
     client = (
         s("client.platform", pl.col("platform")), s("client.app_version", pl.col("app_version")),
         s("client.sdk_version", pl.col("sdk_version")),
     )
-    ingest = d.select(_span(
-        "analytics.ingest_batch", "trace_id", "sid_ingest", None, "t_enter", "t_published", KIND_SERVER,
+    ingest = _span(
+        d, "analytics.ingest_batch", "trace_id", "sid_ingest", None, "t_enter", "t_published", KIND_SERVER,
         s("batch.id", pl.col("batch_id")), i("batch.event_count", pl.col("received")), *client,
         i("ingestion.accepted", pl.col("published")),
         i("ingestion.rejected", pl.col("invalid") + pl.col("duplicate")),
         i("ingestion.rejected_invalid", pl.col("invalid")),
         i("ingestion.rejected_duplicate", pl.col("duplicate")),
         s("dqkit.input.format", pl.col("format")), b("dqkit.clock.inferred", pl.col("received_at").is_null()),
-    ))
-    failures = pl.when(pl.col("invalid") > 0).then(cat("[", span_event(
-        "schema_validation_failures", pl.col("t_validated"),
-        i("invalid_count", pl.col("invalid")), s("sample_errors", pl.col("sample_errors")),
-    ), "]")).otherwise(pl.lit("[]"))
-    validate = d.select(
-        *_span("analytics.validate_batch", "trace_id", "sid_validate", "sid_ingest", "t_enter", "t_validated", KIND_INTERNAL,
-               i("validation.valid_count", pl.col("received") - pl.col("invalid")),
-               i("validation.invalid_count", pl.col("invalid"))),
-        failures.alias("events"),
     )
-    dedup = d.select(_span(
-        "analytics.deduplicate", "trace_id", "sid_dedup", "sid_ingest", "t_validated", "t_deduped", KIND_INTERNAL,
+    failures = span_event(d, "schema_validation_failures", pl.col("t_validated"),
+                          [i("invalid_count", pl.col("invalid")), s("sample_errors", pl.col("sample_errors"))])
+    validate = _span(
+        d.with_columns(failures=failures), "analytics.validate_batch", "trace_id", "sid_validate", "sid_ingest", "t_enter",
+        "t_validated", KIND_INTERNAL,
+        i("validation.valid_count", pl.col("received") - pl.col("invalid")),
+        i("validation.invalid_count", pl.col("invalid")),
+        events=pl.when(pl.col("invalid") > 0).then(pl.concat_str([pl.lit("["), pl.col("failures"), pl.lit("]")])).otherwise(pl.lit("[]")),
+    )
+    dedup = _span(
+        d, "analytics.deduplicate", "trace_id", "sid_dedup", "sid_ingest", "t_validated", "t_deduped", KIND_INTERNAL,
         i("dedup.input_count", pl.col("received") - pl.col("invalid")),
         i("dedup.duplicates_removed", pl.col("duplicate")),
         i("dedup.output_count", pl.col("published")),
-    ))
-    publish = d.select(_span(
-        "analytics.publish_to_queue", "trace_id", "sid_publish", "sid_ingest", "t_deduped", "t_published", KIND_PRODUCER,
+    )
+    publish = _span(
+        d, "analytics.publish_to_queue", "trace_id", "sid_publish", "sid_ingest", "t_deduped", "t_published", KIND_PRODUCER,
         s("queue.system", queue_system), s("queue.topic", topic),
         i("queue.partition_count", pl.col("queue_partitions")), i("queue.events_published", pl.col("published")),
         s("messaging.system", queue_system), s("messaging.destination.name", topic),
         s("messaging.operation.type", "publish"),
-    ))
-    return pl.concat([conform(x) for x in (ingest, validate, dedup, publish)])
+    )
+    return [ingest, validate, dedup, publish]
 
 
-def enrich_spans(d: pl.DataFrame, topic: str) -> pl.DataFrame:
+def enrich_spans(d: pl.DataFrame, topic: str) -> list[pl.Series]:
     """Consumer-side spans for deliveries that published events. ``d`` carries the trace
     context parsed from each message's ``traceparent`` (``ctx_trace``, ``ctx_parent``)."""
     d = d.filter(pl.col("published") > 0)
-    enrich = d.select(_span(
-        "analytics.enrich", "ctx_trace", "sid_enrich", "ctx_parent", "t_consumed", "t_enriched", KIND_CONSUMER,
+    enrich = _span(
+        d, "analytics.enrich", "ctx_trace", "sid_enrich", "ctx_parent", "t_consumed", "t_enriched", KIND_CONSUMER,
         s("event.type", pl.col("event_types")), i("event.count", pl.col("published")),
         s("messaging.destination.name", topic), s("messaging.operation.type", "process"),
-    ))
-    profile = d.select(_span(
-        "analytics.enrich.user_profile", "ctx_trace", "sid_profile", "sid_enrich", "t_consumed", "t_profiled", KIND_INTERNAL,
+    )
+    profile = _span(
+        d, "analytics.enrich.user_profile", "ctx_trace", "sid_profile", "sid_enrich", "t_consumed", "t_profiled", KIND_INTERNAL,
         i("profile.cache_hit", pl.col("profile_hits")), i("profile.cache_miss", pl.col("profile_misses")),
         i("profile.missing", pl.col("profile_missing")), i("profile.errors", pl.col("profile_errors")),
-    ))
-    geo = d.select(_span(
-        "analytics.enrich.geo_ip", "ctx_trace", "sid_geo", "sid_enrich", "t_profiled", "t_geo", KIND_INTERNAL,
+    )
+    geo = _span(
+        d, "analytics.enrich.geo_ip", "ctx_trace", "sid_geo", "sid_enrich", "t_profiled", "t_geo", KIND_INTERNAL,
         i("geo.resolved", pl.col("geo_resolved")), i("geo.unresolved", pl.col("published") - pl.col("geo_resolved")),
         s("geo.country", pl.col("geo_country")),
-    ))
-    session = d.select(_span(
-        "analytics.enrich.session", "ctx_trace", "sid_session", "sid_enrich", "t_geo", "t_enriched", KIND_INTERNAL,
+    )
+    session = _span(
+        d, "analytics.enrich.session", "ctx_trace", "sid_session", "sid_enrich", "t_geo", "t_enriched", KIND_INTERNAL,
         i("session.is_new", pl.col("sessions_new")), i("session.event_count", pl.col("published")),
-    ))
-    return pl.concat([conform(x) for x in (enrich, profile, geo, session)])
+    )
+    return [enrich, profile, geo, session]
 
 
-def load_spans(loads: pl.DataFrame, inserts: pl.DataFrame, links: pl.DataFrame) -> pl.DataFrame:
+def load_spans(loads: pl.DataFrame, inserts: pl.DataFrame, links: pl.DataFrame) -> list[pl.Series]:
     """Spans of warehouse loads.
 
     ``loads``: one row per load (``load_trace, load_sid, part_sid, t_load, t_part_end, t_load_end,
@@ -156,35 +152,31 @@ def load_spans(loads: pl.DataFrame, inserts: pl.DataFrame, links: pl.DataFrame) 
     t_end, error``); ``links``: one row per (insert, delivery) (``insert_sid, ctx_trace,
     sid_enrich, batch_id, rows``).
     """
-    def wrap(x: pl.Expr) -> pl.Expr:
-        return cat("[", x.str.join(","), "]").alias("links")
+    def arrays(frame: pl.DataFrame, by: str, attributes: list[Attr]) -> pl.DataFrame:
+        rendered = frame.with_columns(link=link(frame, pl.col("ctx_trace"), pl.col("sid_enrich"), attributes))
+        return rendered.sort(by, "batch_id").group_by(by).agg(
+            links=pl.concat_str([pl.lit("["), pl.col("link").str.join(","), pl.lit("]")]))
 
-    per_insert = links.sort("insert_sid", "batch_id").group_by("insert_sid").agg(wrap(link(
-        pl.col("ctx_trace"), pl.col("sid_enrich"),
-        s("batch.id", pl.col("batch_id")), i("insert.row_count", pl.col("rows")),
-    )))
-    per_load = (
-        links.join(inserts.select("insert_sid", "load_sid"), on="insert_sid")
-        .unique(["load_sid", "ctx_trace"]).sort("load_sid", "batch_id")
-        .group_by("load_sid").agg(wrap(link(pl.col("ctx_trace"), pl.col("sid_enrich"), s("batch.id", pl.col("batch_id")))))
+    per_insert = arrays(links, "insert_sid", [s("batch.id", pl.col("batch_id")), i("insert.row_count", pl.col("rows"))])
+    per_load = arrays(links.join(inserts.select("insert_sid", "load_sid"), on="insert_sid").unique(["load_sid", "ctx_trace"]),
+                      "load_sid", [s("batch.id", pl.col("batch_id"))])
+    load = _span(
+        loads.join(per_load, on="load_sid", how="left"),
+        "analytics.warehouse_load", "load_trace", "load_sid", None, "t_load", "t_load_end", KIND_INTERNAL,
+        i("batch.event_count", pl.col("rows")), i("warehouse.total_loaded", pl.col("loaded")),
+        i("warehouse.dead_lettered", pl.col("dead_lettered")), i("batch.count", pl.col("batches")),
+        links=pl.col("links").fill_null("[]"),
     )
-    load = loads.join(per_load, on="load_sid", how="left").select(
-        *_span("analytics.warehouse_load", "load_trace", "load_sid", None, "t_load", "t_load_end", KIND_INTERNAL,
-               i("batch.event_count", pl.col("rows")), i("warehouse.total_loaded", pl.col("loaded")),
-               i("warehouse.dead_lettered", pl.col("dead_lettered")), i("batch.count", pl.col("batches"))),
-        pl.col("links"),
-    )
-    part = loads.select(_span(
-        "analytics.warehouse.partition", "load_trace", "part_sid", "load_sid", "t_load", "t_part_end", KIND_INTERNAL,
+    part = _span(
+        loads, "analytics.warehouse.partition", "load_trace", "part_sid", "load_sid", "t_load", "t_part_end", KIND_INTERNAL,
         i("partitions.count", pl.col("partitions")),
-    ))
-    insert = inserts.join(per_insert, on="insert_sid", how="left").select(
-        *_span("analytics.warehouse.insert", "load_trace", "insert_sid", "load_sid", "t_start", "t_end", KIND_INTERNAL,
-               s("table.name", pl.col("table")), i("insert.row_count", pl.col("rows")),
-               b("insert.success", pl.col("success")), d("insert.duration_ms", pl.col("duration_ms")),
-               i("insert.attempts", pl.col("attempts")), s("db.system.name", "duckdb")),
-        pl.col("links"),
-        pl.when(pl.col("success")).then(0).otherwise(2).cast(pl.Int32).alias("status_code"),
-        pl.col("error").alias("status_message"),
     )
-    return pl.concat([conform(x) for x in (load, part, insert)])
+    insert = _span(
+        inserts.join(per_insert, on="insert_sid", how="left"),
+        "analytics.warehouse.insert", "load_trace", "insert_sid", "load_sid", "t_start", "t_end", KIND_INTERNAL,
+        s("table.name", pl.col("table")), i("insert.row_count", pl.col("rows")),
+        b("insert.success", pl.col("success")), d("insert.duration_ms", pl.col("duration_ms")),
+        i("insert.attempts", pl.col("attempts")), s("db.system.name", "duckdb"),
+        links=pl.col("links").fill_null("[]"), status=error_status(~pl.col("success"), pl.col("error")),
+    )
+    return [load, part, insert]

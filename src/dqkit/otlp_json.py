@@ -1,9 +1,10 @@
 """Spans rendered as spec-correct OTLP/JSON, column-wise.
 
 Each kind of span (say, the ``analytics.ingest_batch`` spans of a whole chunk) is rendered by
-one Polars ``concat_str`` over its frame: the constant JSON text (keys, span name, kind)
-sits as literals between the value columns. So a chunk's spans become export text in Rust,
-with no per-span Python and no intermediate string per attribute or per span record.
+one element-wise string join over its frame: Polars computes the value columns, and the
+constant JSON text (keys, span name, kind) sits as literals between them. So a chunk's spans
+become export text in one Arrow buffer per kind, with no per-span Python and no intermediate
+string per attribute or per span record.
 
 Output follows the OTLP specification and the Collector's file exporter: hex ids, int64 as
 strings, integer enums. Untrusted strings are JSON-escaped.
@@ -17,8 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
+_TEXT = pa.large_string()
 KIND_INTERNAL, KIND_SERVER, KIND_PRODUCER, KIND_CONSUMER = 1, 2, 4, 5
 
 # What JSON strings must escape: quote, backslash and the control characters.
@@ -85,8 +90,8 @@ Piece = str | pl.Expr | list[Attr]
 """Literal text, a value that is never null, or an attribute list (an OTLP attribute array)."""
 
 
-def render(frame: pl.DataFrame, *pieces: Piece) -> pl.Series:
-    """One JSON text per row of ``frame``: ``pieces`` concatenated in one ``concat_str``.
+def render(frame: pl.DataFrame, *pieces: Piece) -> pa.LargeStringArray:
+    """One JSON text per row of ``frame``: ``pieces`` concatenated.
 
     An attribute list becomes a JSON array without the attributes whose value is null. Their
     values are computed first, so attributes that are never null in this frame are inlined
@@ -130,21 +135,22 @@ def render(frame: pl.DataFrame, *pieces: Piece) -> pl.Series:
                                         for before, col, after in sparse],
                                        separator="" if dense else ",", ignore_nulls=True).fill_null(""))
         parts.append("]")
-    merged: list[pl.Expr] = []
-    text = ""
+    merged: list[str | pl.Expr] = []
     for part in parts:
-        if isinstance(part, str):
-            text += part
-            continue
-        if text:
-            merged.append(pl.lit(text))
-            text = ""
-        merged.append(part)
-    if text:
-        merged.append(pl.lit(text))
-    out = frame.select(pl.concat_str(merged).alias("json")).to_series()
-    if out.null_count():
-        bad = frame.filter(out.is_null()).head(1).to_dicts()
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        elif not (isinstance(part, str) and not part):
+            merged.append(part)
+    # Polars computes the values; Arrow's element-wise join, twice as fast as concat_str here,
+    # writes the text into one buffer that goes to the file as it is.
+    exprs = {f"__dqkit_p{n}": e for n, e in enumerate(merged) if isinstance(e, pl.Expr)}
+    table = frame.select(**exprs).to_arrow(compat_level=pl.CompatLevel.oldest())
+    args = []
+    for n, e in enumerate(merged):
+        args.append(pa.scalar(e, _TEXT) if isinstance(e, str) else table.column(f"__dqkit_p{n}").combine_chunks().cast(_TEXT))
+    out = pc.binary_join_element_wise(*args, pa.scalar("", _TEXT))
+    if out.null_count:
+        bad = frame.row(int(np.flatnonzero(out.is_null().to_numpy(zero_copy_only=False))[0]), named=True)
         raise ValueError(f"cannot render OTLP/JSON: a required value is null in {bad}")
     return out
 
@@ -153,7 +159,7 @@ def span(
     frame: pl.DataFrame, name: str, kind: int, trace_id: pl.Expr, span_id: pl.Expr, parent: pl.Expr | None,
     start_ns: pl.Expr, end_ns: pl.Expr, attributes: list[Attr], events: pl.Expr | None = None,
     links: pl.Expr | None = None, status: pl.Expr | None = None,
-) -> pl.Series:
+) -> pa.LargeStringArray:
     """One OTLP/JSON ``Span`` per row of ``frame``. ``events``/``links``: rendered JSON arrays;
     ``status``: a rendered ``Status`` (unset if not given)."""
     return render(
@@ -167,12 +173,30 @@ def span(
     )
 
 
-def link(frame: pl.DataFrame, trace_id: pl.Expr, span_id: pl.Expr, attributes: list[Attr]) -> pl.Series:
-    """One ``Span.Link`` object per row (aggregate with ``str.join(",")`` and wrap in brackets)."""
-    return render(frame, '{"traceId":"', trace_id, '","spanId":"', span_id, '","attributes":', attributes, "}")
+def link_arrays(frame: pl.DataFrame, by: str, trace_id: str, span_id: str, attributes: list[Attr]) -> pl.DataFrame:
+    """Per value of ``by``: ``links``, the JSON array of its rows' ``Span.Link`` objects.
+
+    Rows are sorted by group (hashes first: cheaper than comparing text) and rendered with the
+    brackets and commas in place, so each group's array is already one contiguous slice of
+    the rendered text: no group-by and no second copy.
+    """
+    if frame.is_empty():
+        return pl.DataFrame(schema={by: frame.schema[by], "links": pl.String})
+    rows = frame.sort(pl.col(by).hash(), by, pl.col(trace_id).hash(), trace_id)
+    key = rows.get_column(by)
+    first = (key != key.shift(1)).fill_null(True).to_numpy()
+    last = np.append(first[1:], True)
+    rows = rows.with_columns(__dqkit_first=pl.Series(first), __dqkit_last=pl.Series(last))
+    text = render(rows, pl.when(pl.col("__dqkit_first")).then(pl.lit("[")).otherwise(pl.lit(",")),
+                  '{"traceId":"', pl.col(trace_id), '","spanId":"', pl.col(span_id), '","attributes":', attributes, "}",
+                  pl.when(pl.col("__dqkit_last")).then(pl.lit("]")).otherwise(pl.lit("")))
+    offsets = np.frombuffer(text.buffers()[1], np.int64, len(text) + 1, text.offset * 8)
+    starts = np.flatnonzero(first)
+    arrays = pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(np.append(offsets[starts], offsets[-1])), text.buffers()[2])
+    return pl.DataFrame({by: key.gather(starts), "links": pl.from_arrow(arrays)})
 
 
-def span_event(frame: pl.DataFrame, name: str, time_ns: pl.Expr, attributes: list[Attr]) -> pl.Series:
+def span_event(frame: pl.DataFrame, name: str, time_ns: pl.Expr, attributes: list[Attr]) -> pa.LargeStringArray:
     """One ``Span.Event`` object per row."""
     return render(frame, '{"timeUnixNano":"', time_ns.cast(pl.String), '","name":' + json.dumps(name) + ',"attributes":',
                   attributes, "}")
@@ -200,37 +224,39 @@ def resource_json(attributes: dict[str, object]) -> str:
 
 @dataclass
 class ExportText:
-    """OTLP/JSON ``ExportTraceServiceRequest`` lines: ``pieces`` (one per span) written one
-    after another are the lines, newlines included; ``spans`` is how many spans they hold."""
+    """OTLP/JSON ``ExportTraceServiceRequest`` lines: the texts of ``pieces`` written one after
+    another are the lines, newlines included; ``spans`` is how many spans they hold."""
 
-    pieces: pl.Series
+    pieces: list[pa.LargeStringArray]
     spans: int
 
     def write(self, fh: BinaryIO) -> None:
         """Append the lines to a binary file straight from the Arrow buffers (no Python strings)."""
-        arr = self.pieces.to_arrow(compat_level=pl.CompatLevel.oldest())  # large_string: offsets + one data buffer
-        for chunk in getattr(arr, "chunks", [arr]):
-            if len(chunk):
-                offsets = chunk.buffers()[1]
-                first, last = (int.from_bytes(offsets[8 * k:8 * k + 8], "little") for k in (chunk.offset, chunk.offset + len(chunk)))
-                fh.write(memoryview(chunk.buffers()[2])[first:last])
+        for arr in self.pieces:
+            if len(arr):
+                offsets = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, arr.offset * 8)
+                fh.write(memoryview(arr.buffers()[2])[offsets[0]:offsets[-1]])
 
     def requests(self) -> list[dict]:
         """The requests, parsed (for exporters that need objects)."""
-        return [json.loads(line) for line in "".join(self.pieces.to_list()).splitlines()]
+        text = "".join(s for arr in self.pieces for s in arr.to_pylist())
+        return [json.loads(line) for line in text.splitlines()]
 
 
-def export_text(spans: Sequence[pl.Series], resource: dict[str, object], scope: tuple[str, str],
+def export_text(spans: Sequence[pa.LargeStringArray], resource: dict[str, object], scope: tuple[str, str],
                 per_line: int = 2_000) -> ExportText:
-    """The export requests for rendered spans (:func:`span`), at most ``per_line`` to a line."""
-    rendered = pl.concat([x.rename("json") for x in spans if len(x)]) if any(len(x) for x in spans) else pl.Series("json", [], pl.String)
+    """The export requests for rendered spans (:func:`span`): each array's spans, ``per_line``
+    to a line."""
     head = '{"resourceSpans":[{"resource":' + resource_json(resource) + ',"scopeSpans":[{"scope":' + json.dumps(
         {"name": scope[0], "version": scope[1]}) + ',"spans":['
-    row = pl.int_range(pl.len())
-    pos = row % per_line
-    pieces = rendered.to_frame().select(pl.concat_str([
-        pl.when(pos == 0).then(pl.lit(head)).otherwise(pl.lit(",")),
-        pl.col("json"),
-        pl.when((pos == per_line - 1) | (row == pl.len() - 1)).then(pl.lit("]}]}]}\n")).otherwise(pl.lit("")),
-    ])).to_series()
-    return ExportText(pieces, len(rendered))
+    pieces = []
+    for arr in spans:
+        if not len(arr):
+            continue
+        pos = np.arange(len(arr)) % per_line
+        last = pos == per_line - 1
+        last[-1] = True
+        prefix = pc.if_else(pa.array(pos == 0), pa.scalar(head, _TEXT), pa.scalar(",", _TEXT))
+        suffix = pc.if_else(pa.array(last), pa.scalar("]}]}]}\n", _TEXT), pa.scalar("", _TEXT))
+        pieces.append(pc.binary_join_element_wise(prefix, arr, suffix, pa.scalar("", _TEXT)))
+    return ExportText(pieces, sum(len(a) for a in spans))

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import polars as pl
+import pyarrow as pa
 
 from dqkit import __version__
 from dqkit.errors import ConfigError
@@ -179,7 +179,7 @@ class Telemetry:
         self._metric_exporter = _metric_exporter(config.protocol) if config.otlp_metrics else None
 
     # -- spans -------------------------------------------------------------------------
-    def emit_spans(self, spans: Sequence[pl.Series]) -> None:
+    def emit_spans(self, spans: Sequence[pa.LargeStringArray]) -> None:
         """Write (and send) rendered spans now."""
         self.publish(self.stage(spans, "now"))
 
@@ -188,7 +188,7 @@ class Telemetry:
     # marker, and the next start cuts the uncommitted chunk off again (see :meth:`recover`).
     # So spans of committed chunks are never lost and spans of uncommitted ones never kept, at
     # the cost of one small file per chunk rather than writing the spans twice.
-    def stage(self, spans: Sequence[pl.Series], chunk_id: str) -> tuple[str, bool, ExportText]:
+    def stage(self, spans: Sequence[pa.LargeStringArray], chunk_id: str) -> tuple[str, bool, ExportText]:
         """Append rendered spans (:func:`dqkit.otlp_json.span`) to ``traces.jsonl`` as chunk
         ``chunk_id``, not yet committed."""
         text = export_text(spans, dict(self.config.resource), SCOPE)

@@ -12,9 +12,10 @@ import threading
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from dqkit.otlp_json import (
-    KIND_CONSUMER, KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, Attr, b, d, error_status, i, link, s, span, span_event,
+    KIND_CONSUMER, KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, Attr, b, d, error_status, i, link_arrays, s, span, span_event,
 )
 
 INGEST_SPANS = ("ingest", "validate", "dedup", "publish", "enrich", "profile", "geo", "session")
@@ -72,12 +73,12 @@ def insert_span_ids(keys: list[str] | pl.Series) -> pl.Series:
 
 
 def _span(frame: pl.DataFrame, name: str, trace: str, sid: str, parent: str | None, start: str, end: str, kind: int,
-          *attributes: Attr, **extra: pl.Expr) -> pl.Series:
+          *attributes: Attr, **extra: pl.Expr) -> pa.LargeStringArray:
     return span(frame, name, kind, pl.col(trace), pl.col(sid), pl.col(parent) if parent else None,
                 pl.col(start), pl.col(end), list(attributes), **extra)
 
 
-def ingest_spans(d: pl.DataFrame, queue_system: str, topic: str) -> list[pl.Series]:
+def ingest_spans(d: pl.DataFrame, queue_system: str, topic: str) -> list[pa.LargeStringArray]:
     """Spans of the ingest side for every delivery in ``d`` (see ``run._deliveries_frame``)."""
     client = (
         s("client.platform", pl.col("platform")), s("client.app_version", pl.col("app_version")),
@@ -95,7 +96,7 @@ def ingest_spans(d: pl.DataFrame, queue_system: str, topic: str) -> list[pl.Seri
     failures = span_event(d, "schema_validation_failures", pl.col("t_validated"),
                           [i("invalid_count", pl.col("invalid")), s("sample_errors", pl.col("sample_errors"))])
     validate = _span(
-        d.with_columns(failures=failures), "analytics.validate_batch", "trace_id", "sid_validate", "sid_ingest", "t_enter",
+        d.with_columns(failures=pl.from_arrow(failures)), "analytics.validate_batch", "trace_id", "sid_validate", "sid_ingest", "t_enter",
         "t_validated", KIND_INTERNAL,
         i("validation.valid_count", pl.col("received") - pl.col("invalid")),
         i("validation.invalid_count", pl.col("invalid")),
@@ -117,7 +118,7 @@ def ingest_spans(d: pl.DataFrame, queue_system: str, topic: str) -> list[pl.Seri
     return [ingest, validate, dedup, publish]
 
 
-def enrich_spans(d: pl.DataFrame, topic: str) -> list[pl.Series]:
+def enrich_spans(d: pl.DataFrame, topic: str) -> list[pa.LargeStringArray]:
     """Consumer-side spans for deliveries that published events. ``d`` carries the trace
     context parsed from each message's ``traceparent`` (``ctx_trace``, ``ctx_parent``)."""
     d = d.filter(pl.col("published") > 0)
@@ -143,7 +144,7 @@ def enrich_spans(d: pl.DataFrame, topic: str) -> list[pl.Series]:
     return [enrich, profile, geo, session]
 
 
-def load_spans(loads: pl.DataFrame, inserts: pl.DataFrame, links: pl.DataFrame) -> list[pl.Series]:
+def load_spans(loads: pl.DataFrame, inserts: pl.DataFrame, links: pl.DataFrame) -> list[pa.LargeStringArray]:
     """Spans of warehouse loads.
 
     ``loads``: one row per load (``load_trace, load_sid, part_sid, t_load, t_part_end, t_load_end,
@@ -152,14 +153,10 @@ def load_spans(loads: pl.DataFrame, inserts: pl.DataFrame, links: pl.DataFrame) 
     t_end, error``); ``links``: one row per (insert, delivery) (``insert_sid, ctx_trace,
     sid_enrich, batch_id, rows``).
     """
-    def arrays(frame: pl.DataFrame, by: str, attributes: list[Attr]) -> pl.DataFrame:
-        rendered = frame.with_columns(link=link(frame, pl.col("ctx_trace"), pl.col("sid_enrich"), attributes))
-        ordered = pl.col("link").sort_by("batch_id", "ctx_trace")  # sorting within each group is cheaper than the whole frame
-        return rendered.group_by(by).agg(links=pl.concat_str([pl.lit("["), ordered.str.join(","), pl.lit("]")]))
-
-    per_insert = arrays(links, "insert_sid", [s("batch.id", pl.col("batch_id")), i("insert.row_count", pl.col("rows"))])
-    per_load = arrays(links.join(inserts.select("insert_sid", "load_sid"), on="insert_sid").unique(["load_sid", "ctx_trace"]),
-                      "load_sid", [s("batch.id", pl.col("batch_id"))])
+    per_insert = link_arrays(links, "insert_sid", "ctx_trace", "sid_enrich",
+                             [s("batch.id", pl.col("batch_id")), i("insert.row_count", pl.col("rows"))])
+    per_load = link_arrays(links.join(inserts.select("insert_sid", "load_sid"), on="insert_sid").unique(["load_sid", "ctx_trace"]),
+                           "load_sid", "ctx_trace", "sid_enrich", [s("batch.id", pl.col("batch_id"))])
     load = _span(
         loads.join(per_load, on="load_sid", how="left"),
         "analytics.warehouse_load", "load_trace", "load_sid", None, "t_load", "t_load_end", KIND_INTERNAL,

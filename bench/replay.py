@@ -2,11 +2,13 @@
 tracing off, a faithful per-event implementation of the reference design, the machine's own
 limits for the same data, and load_spans + reconcile on a ~1M-span export.
 
-    python bench/replay.py [--events 200000] [--runs 3] [--reference-events 20000]
+    python bench/replay.py [--events 200000] [--runs 3] [--pairs 7] [--reference-events 20000]
                            [--span-events 1000000] [--memory-events 0]
 
 Each measurement runs in a fresh process, which reports its own peak RSS. Figures are medians
 of ``--runs``; ratios compare figures taken in the same run, because these machines are noisy.
+Tracing's cost, a few percent, is smaller than that noise, so it is measured over ``--pairs``
+back-to-back traced/untraced replays and reported as the median of the pairs' ratios.
 Replay times cover the whole ``replay()`` call (opening the warehouse and reference data,
 every chunk, the final commit and checkpoint), not interpreter start-up. ``--memory-events``
 adds one replay of a sample that size, for its peak RSS.
@@ -95,27 +97,36 @@ def _sample(events: int):
     return generate(ROOT / ".cache" / "bench" / f"sample-{events}", SampleSpec(events=events, users=max(200, events // 20), seed=1))
 
 
-def _replays(sample, work: Path, modes: list[str], runs: int) -> list[tuple[float, float, dict, int, float]]:
-    """Per tracing mode: median events/s, max peak RSS (MB), median seconds per stage, spans and
-    median CPU seconds. Modes alternate run by run, so a machine that drifts during the
-    benchmark shifts them alike."""
+def _replays(sample, work: Path, modes: list[str], runs: int) -> dict[str, list[tuple[dict, float]]]:
+    """Per tracing mode, ``runs`` replays (result, peak RSS in MB). Modes alternate run by run,
+    so each traced run has an untraced twin taken moments apart."""
     docs: dict[str, list] = {m: [] for m in modes}
     for _ in range(runs):
         for m in modes:
             docs[m].append(child(REPLAY, str(sample.events_path), str(work / m), str(sample.profiles_path), m))
-    out = []
-    for m in modes:
-        ds = [d for d, _ in docs[m]]
-        stages = {k: statistics.median(d["stages"][k] for d in ds) for k in ds[0]["stages"]}
-        out.append((statistics.median(d["events"] / d["seconds"] for d in ds), max(r for _, r in docs[m]), stages,
-                    ds[0]["spans"], statistics.median(d["cpu_seconds"] for d in ds)))
-    return out
+    return docs
+
+
+def _summary(runs: list[tuple[dict, float]]) -> tuple[float, float, dict, int, float]:
+    """Median events/s, max peak RSS (MB), median seconds per stage, spans, median CPU seconds."""
+    ds = [d for d, _ in runs]
+    stages = {k: statistics.median(d["stages"][k] for d in ds) for k in ds[0]["stages"]}
+    return (statistics.median(d["events"] / d["seconds"] for d in ds), max(r for _, r in runs), stages,
+            ds[0]["spans"], statistics.median(d["cpu_seconds"] for d in ds))
+
+
+def _overhead(on: list[tuple[dict, float]], off: list[tuple[dict, float]], key: str) -> str:
+    """Tracing's cost as the median over pairs of (traced / untraced - 1), with the range: one
+    pair alone says little on a noisy machine."""
+    ratios = sorted((a[key] / b[key] - 1) * 100 for (a, _), (b, _) in zip(on, off, strict=True))
+    return f"{statistics.median(ratios):+.1f}% (pairs {ratios[0]:+.1f} to {ratios[-1]:+.1f}%)"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000, help="sample size for the replay measurements")
     ap.add_argument("--runs", type=int, default=3, help="runs per measurement (medians are reported)")
+    ap.add_argument("--pairs", type=int, default=7, help="traced/untraced replay pairs for the tracing overhead")
     ap.add_argument("--reference-events", type=int, default=20_000, help="sample size for the per-event reference design")
     ap.add_argument("--span-events", type=int, default=1_000_000, help="events replayed for the span export (0: skip)")
     ap.add_argument("--memory-events", type=int, default=0, help="also replay a sample this large once, for peak RSS")
@@ -123,8 +134,9 @@ def main() -> None:
 
     work = ROOT / ".cache" / "bench" / "work"
     big, small = _sample(args.events), _sample(args.reference_events)
-    (full, full_rss, stages, spans, full_cpu), (off, off_rss, _, _, off_cpu) = _replays(big, work, ["on", "off"], args.runs)
-    small_eps = _replays(small, work / "small", ["on"], args.runs)[0][0]
+    pairs = _replays(big, work, ["on", "off"], args.pairs)
+    (full, full_rss, stages, spans, full_cpu), (off, off_rss, _, _, off_cpu) = _summary(pairs["on"]), _summary(pairs["off"])
+    small_eps = _summary(_replays(small, work / "small", ["on"], args.runs)["on"])[0]
     ref = statistics.median(
         child(REFERENCE, str(small.events_path), str(work / "reference"), str(small.profiles_path), "", str(ROOT / "bench"))[0]["events_per_s"]
         for _ in range(args.runs))
@@ -135,9 +147,10 @@ def main() -> None:
     rows = [
         (f"dqkit replay, full tracing + OTLP/JSON export ({args.events:,} events, {spans:,} spans)",
          f"{full:,.0f} events/s, peak RSS {full_rss:,.0f} MB"),
-        ("dqkit replay, tracing off (runs alternate with the full-tracing ones)",
-         f"{off:,.0f} events/s, peak RSS {off_rss:,.0f} MB (tracing costs {(off / full - 1) * 100:.1f}% of the time; "
-         f"CPU {full_cpu:.1f} s with tracing, {off_cpu:.1f} s without: {(full_cpu / off_cpu - 1) * 100:+.1f}%)"),
+        (f"dqkit replay, tracing off ({args.pairs} runs, each right after a full-tracing one)",
+         f"{off:,.0f} events/s, peak RSS {off_rss:,.0f} MB; CPU {full_cpu:.1f} s with tracing, {off_cpu:.1f} s without"),
+        ("tracing overhead, wall time", _overhead(pairs["on"], pairs["off"], "seconds")),
+        ("tracing overhead, CPU time", _overhead(pairs["on"], pairs["off"], "cpu_seconds")),
         (f"reference design, per event ({args.reference_events:,} events)", f"{ref:,.0f} events/s"),
         (f"dqkit on the same {args.reference_events:,} events", f"{small_eps:,.0f} events/s ({small_eps / ref:.0f}x the reference)"),
         ("machine: Polars read_ndjson + explode", f"{lim['polars_parse_per_s']:,.0f} events/s"),
@@ -157,7 +170,7 @@ def main() -> None:
         rows.append((f"load_spans + reconcile, {n_spans:,} spans",
                      f"{statistics.median(d['seconds'] for d, _ in res):.1f} s, peak RSS {max(r for _, r in res):,.0f} MB"))
     if args.memory_events:
-        eps, rss, _, _, _ = _replays(_sample(args.memory_events), work / "memory", ["on"], 1)[0]
+        eps, rss, _, _, _ = _summary(_replays(_sample(args.memory_events), work / "memory", ["on"], 1)["on"])
         rows.append((f"dqkit replay of {args.memory_events:,} events (one run)", f"{eps:,.0f} events/s, peak RSS {rss:,.0f} MB"))
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; medians of {args.runs}\n")

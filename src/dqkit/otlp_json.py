@@ -240,7 +240,7 @@ class ExportText:
     def requests(self) -> list[dict]:
         """The requests, parsed (for exporters that need objects)."""
         text = "".join(s for arr in self.pieces for s in arr.to_pylist())
-        return [json.loads(line) for line in text.splitlines()]
+        return [json.loads(line) for line in text.split("\n") if line]  # not splitlines(): JSON text may hold U+2028
 
 
 def export_text(spans: Sequence[pa.LargeStringArray], resource: dict[str, object], scope: tuple[str, str],

@@ -164,7 +164,7 @@ def main() -> None:
             s = _sample(args.span_events)
             child(REPLAY, str(s.events_path), str(exp), str(s.profiles_path), "on")
         with open(exp / "tel" / "traces.jsonl") as fh:
-            n_spans = sum(line.count('"parentSpanId"') for line in fh)
+            n_spans = sum(line.count('"startTimeUnixNano"') for line in fh)
         res = [child(SPANS, str(exp / "wh.duckdb"), str(exp / "tel")) for _ in range(args.runs)]
         assert all(d["unexplained"] == 0 for d, _ in res)
         rows.append((f"load_spans + reconcile, {n_spans:,} spans",

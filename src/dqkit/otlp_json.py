@@ -161,16 +161,22 @@ def span(
     links: pl.Expr | None = None, status: pl.Expr | None = None,
 ) -> pa.LargeStringArray:
     """One OTLP/JSON ``Span`` per row of ``frame``. ``events``/``links``: rendered JSON arrays;
-    ``status``: a rendered ``Status`` (unset if not given)."""
+    ``status``: a rendered ``Status``. Where one of these or the parent is null (or not given)
+    the field is left out, as the protobuf JSON mapping and the Collector do with defaults."""
     return render(
-        frame, '{"traceId":"', trace_id, '","spanId":"', span_id,
-        '","parentSpanId":"', parent.fill_null("") if parent is not None else "",
-        '","name":' + json.dumps(name) + ',"kind":' + str(int(kind)) + ',"startTimeUnixNano":"', start_ns.cast(pl.String),
+        frame, '{"traceId":"', trace_id, '","spanId":"', span_id, '"', *_optional("parentSpanId", parent, quoted=True),
+        ',"name":' + json.dumps(name) + ',"kind":' + str(int(kind)) + ',"startTimeUnixNano":"', start_ns.cast(pl.String),
         '","endTimeUnixNano":"', end_ns.cast(pl.String), '","attributes":', attributes,
-        ',"events":', events if events is not None else "[]",
-        ',"links":', links if links is not None else "[]",
-        ',"status":', status if status is not None else '{"code":0}', "}",
+        *_optional("events", events), *_optional("links", links), *_optional("status", status), "}",
     )
+
+
+def _optional(key: str, value: pl.Expr | None, quoted: bool = False) -> list[Piece]:
+    """``,"key":value`` where ``value`` is not null, nothing where it is."""
+    if value is None:
+        return []
+    q = '"' if quoted else ""
+    return [pl.concat_str([pl.lit(f',"{key}":{q}'), value, pl.lit(q)]).fill_null("")]
 
 
 def link_arrays(frame: pl.DataFrame, by: str, trace_id: str, span_id: str, attributes: list[Attr]) -> pl.DataFrame:
@@ -203,9 +209,8 @@ def span_event(frame: pl.DataFrame, name: str, time_ns: pl.Expr, attributes: lis
 
 
 def error_status(failed: pl.Expr, message: pl.Expr) -> pl.Expr:
-    """A ``Status``: error with ``message`` where ``failed``, unset elsewhere."""
-    err = pl.concat_str([pl.lit('{"code":2,"message":"'), escaped(message.fill_null("")), pl.lit('"}')])
-    return pl.when(failed).then(err).otherwise(pl.lit('{"code":0}'))
+    """A ``Status``: error with ``message`` where ``failed``, null (unset) elsewhere."""
+    return pl.when(failed).then(pl.concat_str([pl.lit('{"code":2,"message":"'), escaped(message.fill_null("")), pl.lit('"}')]))
 
 
 def _any_value(v: object) -> dict:

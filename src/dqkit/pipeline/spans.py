@@ -100,7 +100,7 @@ def ingest_spans(d: pl.DataFrame, queue_system: str, topic: str) -> list[pa.Larg
         "t_validated", KIND_INTERNAL,
         i("validation.valid_count", pl.col("received") - pl.col("invalid")),
         i("validation.invalid_count", pl.col("invalid")),
-        events=pl.when(pl.col("invalid") > 0).then(pl.concat_str([pl.lit("["), pl.col("failures"), pl.lit("]")])).otherwise(pl.lit("[]")),
+        events=pl.when(pl.col("invalid") > 0).then(pl.concat_str([pl.lit("["), pl.col("failures"), pl.lit("]")])),
     )
     dedup = _span(
         d, "analytics.deduplicate", "trace_id", "sid_dedup", "sid_ingest", "t_validated", "t_deduped", KIND_INTERNAL,
@@ -162,7 +162,7 @@ def load_spans(loads: pl.DataFrame, inserts: pl.DataFrame, links: pl.DataFrame) 
         "analytics.warehouse_load", "load_trace", "load_sid", None, "t_load", "t_load_end", KIND_INTERNAL,
         i("batch.event_count", pl.col("rows")), i("warehouse.total_loaded", pl.col("loaded")),
         i("warehouse.dead_lettered", pl.col("dead_lettered")), i("batch.count", pl.col("batches")),
-        links=pl.col("links").fill_null("[]"),
+        links=pl.col("links"),
     )
     part = _span(
         loads, "analytics.warehouse.partition", "load_trace", "part_sid", "load_sid", "t_load", "t_part_end", KIND_INTERNAL,
@@ -174,6 +174,6 @@ def load_spans(loads: pl.DataFrame, inserts: pl.DataFrame, links: pl.DataFrame) 
         s("table.name", pl.col("table")), i("insert.row_count", pl.col("rows")),
         b("insert.success", pl.col("success")), d("insert.duration_ms", pl.col("duration_ms")),
         i("insert.attempts", pl.col("attempts")), s("db.system.name", "duckdb"),
-        links=pl.col("links").fill_null("[]"), status=error_status(~pl.col("success"), pl.col("error")),
+        links=pl.col("links"), status=error_status(~pl.col("success"), pl.col("error")),
     )
     return [load, part, insert]

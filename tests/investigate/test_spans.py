@@ -70,13 +70,16 @@ def test_several_resources_and_scopes_in_one_request(tmp_path):
          "scopeSpans": [{"scope": {"name": "s1"}, "spans": [_span(spanId="0000000000000001", name="x")]},
                         {"scope": {"name": "s2"}, "spans": [_span(spanId="0000000000000002", name="y")]}]},
         {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "b"}}]},
-         "scopeSpans": [{"scope": {"name": "s3"}, "spans": [_span(spanId="0000000000000003", name="z")]}]}]}
+         "scopeSpans": [{"scope": {"name": "empty"}, "spans": []},
+                        {"scope": {"name": "s3"}, "spans": [_span(spanId="0000000000000003", name="z")]}]},
+        {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "no spans"}}]}, "scopeSpans": []}]}
     f = tmp_path / "multi.json"
     f.write_text(json.dumps(doc))
     sd = load_spans(f)
     got = sd.con.sql("SELECT s.name, s.scope_name, r.attrs['service.name'] FROM spans s JOIN span_resources r "
                      "USING (resource_id) ORDER BY 1").fetchall()
     assert got == [("x", "s1", "a"), ("y", "s2", "a"), ("z", "s3", "b")]
+    assert sd.resources.height == 2, "one row per resource that carries spans"
 
 
 def test_reference_design_shaped_spans(tmp_path):

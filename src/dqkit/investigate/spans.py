@@ -11,7 +11,8 @@ Reads what the OTLP specification lets writers produce, not only dqkit's own fil
 * unknown fields are ignored; attribute values of every type are kept as text.
 
 Tables: ``spans`` (ids, name, kind, start/end ns as BIGINT, status, ``attrs`` MAP(VARCHAR,
-VARCHAR), ``resource_id``), ``span_events``, ``span_links`` and ``span_resources``. Spans seen
+VARCHAR), ``resource_id``), ``span_events``, ``span_links`` and ``span_resources`` (the
+resources that carry spans: a resource with none has nothing to join to). Spans seen
 twice (the same trace and span id, e.g. a file exported again) are kept once. All the work
 happens in DuckDB, so millions of spans never become Python objects.
 """
@@ -72,8 +73,8 @@ _SPAN = {
     "events": [{"timeUnixNano": "VARCHAR", "name": "VARCHAR", "attributes": _ATTRS}],
     "links": [{"traceId": "VARCHAR", "spanId": "VARCHAR", "attributes": _ATTRS}],
 }
-_REQUEST = json.dumps({"resourceSpans": [{"scopeSpans": [{"scope": {"name": "VARCHAR"}, "spans": [_SPAN]}]}]})
-_RESOURCES = json.dumps({"resourceSpans": [{"resource": {"attributes": _ATTRS}}]})
+_REQUEST = json.dumps({"resourceSpans": [{"resource": {"attributes": _ATTRS},
+                                           "scopeSpans": [{"scope": {"name": "VARCHAR"}, "spans": [_SPAN]}]}]})
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # largest single export request (one JSON document); the reader buffers a few of these
 
@@ -216,27 +217,23 @@ def _lines_table(buf: bytes, size: int) -> pa.Table:
 
 
 def _take_apart(con: duckdb.DuckDBPyConnection, first_doc: int) -> None:
-    """Append the spans and resources of the requests in ``_docs`` to ``_raw``/``span_resources``.
+    """Append the spans of the requests in ``_docs`` to ``_raw``.
 
-    Each statement goes from request text to rows in one pipeline: DuckDB parses and unnests
-    the pieces of ``_docs`` in parallel, where a materialised table of a few huge requests
-    would unnest on one thread (three times slower).
+    One statement goes from request text to rows: DuckDB parses and unnests the pieces of
+    ``_docs`` in parallel, where a materialised table of a few huge requests would unnest on
+    one thread (three times slower). Each scope's first span also carries its resource's
+    attributes (``resource_attrs``), so resources need no second parse of the text.
     """
     resource_id = f"({first_doc} + doc) * 1000000 + generate_subscripts(r.resourceSpans, 1)"
-    con.execute(f"""
-        INSERT INTO span_resources
-        SELECT resource_id, otlp_attrs(rs.resource.attributes)
-        FROM (SELECT {resource_id} AS resource_id, unnest(r.resourceSpans) AS rs
-              FROM (SELECT doc, from_json(json, '{_RESOURCES}') AS r FROM _docs))
-    """)
     con.execute(f"""
         INSERT INTO _raw
         SELECT otlp_id(span.traceId, 16), otlp_id(span.spanId, 8), otlp_id(span.parentSpanId, 8), span.name,
                otlp_kind(span.kind), try_cast(span.startTimeUnixNano AS BIGINT), try_cast(span.endTimeUnixNano AS BIGINT),
                otlp_status(span.status.code), span.status.message, otlp_attrs(span.attributes), scope_name, resource_id,
-               span.events, span.links
-        FROM (SELECT resource_id, ss.scope.name AS scope_name, unnest(ss.spans) AS span
-              FROM (SELECT resource_id, unnest(rs.scopeSpans) AS ss
+               span.events, span.links, CASE WHEN span_index = 1 THEN otlp_attrs(resource_attrs) END
+        FROM (SELECT resource_id, resource_attrs, ss.scope.name AS scope_name,
+                     generate_subscripts(ss.spans, 1) AS span_index, unnest(ss.spans) AS span
+              FROM (SELECT resource_id, rs.resource.attributes AS resource_attrs, unnest(rs.scopeSpans) AS ss
                     FROM (SELECT {resource_id} AS resource_id, unnest(r.resourceSpans) AS rs
                           FROM (SELECT doc, from_json(json, '{_REQUEST}') AS r FROM _docs))))
     """)
@@ -271,9 +268,9 @@ def load_spans(
         CREATE OR REPLACE TABLE _raw (
             trace_id VARCHAR, span_id VARCHAR, parent_span_id VARCHAR, name VARCHAR, kind INTEGER, start_ns BIGINT,
             end_ns BIGINT, status_code INTEGER, status_message VARCHAR, attrs MAP(VARCHAR, VARCHAR), scope_name VARCHAR,
-            resource_id BIGINT, events {_struct_type(_SPAN["events"])}, links {_struct_type(_SPAN["links"])})
+            resource_id BIGINT, events {_struct_type(_SPAN["events"])}, links {_struct_type(_SPAN["links"])},
+            resource_attrs MAP(VARCHAR, VARCHAR))
     """)
-    con.execute("CREATE OR REPLACE TABLE span_resources (resource_id BIGINT, attrs MAP(VARCHAR, VARCHAR))")
     next_doc = 0
     for f in files:
         for docs in prefetch(_document_batches(f)):  # the next block is read while DuckDB parses this one
@@ -287,6 +284,11 @@ def load_spans(
             finally:
                 con.unregister("_docs")
             next_doc += docs.num_rows
+    con.execute("""
+        CREATE OR REPLACE TABLE span_resources AS
+        SELECT resource_id, any_value(resource_attrs) AS attrs FROM _raw WHERE resource_attrs IS NOT NULL GROUP BY resource_id
+    """)
+    con.execute("ALTER TABLE _raw DROP COLUMN resource_attrs")
     unusable, usable, distinct = con.sql(
         "SELECT count(*) FILTER (WHERE trace_id IS NULL OR span_id IS NULL), count(*) FILTER (WHERE trace_id IS NOT NULL "
         "AND span_id IS NOT NULL), count(DISTINCT (trace_id, span_id)) FILTER (WHERE trace_id IS NOT NULL AND span_id IS NOT NULL) FROM _raw").fetchall()[0]

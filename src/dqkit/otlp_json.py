@@ -73,9 +73,8 @@ def _key_value(a: Attr) -> tuple[str, pl.Expr | None, str] | None:
     if not isinstance(v, pl.Expr):
         if a.field == "doubleValue" and not math.isfinite(float(v)):  # type: ignore[arg-type]
             return None
-        const = {"stringValue": lambda: json.dumps(str(v)), "intValue": lambda: json.dumps(str(int(v))),  # type: ignore[arg-type]
-                 "boolValue": lambda: json.dumps(bool(v)), "doubleValue": lambda: json.dumps(float(v))}[a.field]()  # type: ignore[arg-type]
-        return head + const + "}}", None, ""
+        const = {"stringValue": str, "intValue": lambda x: str(int(x)), "boolValue": bool, "doubleValue": float}[a.field](v)
+        return head + json.dumps(const) + "}}", None, ""
     if a.field == "stringValue":
         return head + '"', escaped(v), '"}}'
     if a.field == "intValue":

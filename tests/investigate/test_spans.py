@@ -133,3 +133,34 @@ def test_lines_are_read_whole_across_blocks(tmp_path, monkeypatch):
     assert [n for n, _ in got] == [f"s{n}" if n != 7 else "s7\ufffd" for n in range(18)]
     assert [svc for _, svc in got] == [f"svc{n // 3}" for n in range(18)]
     assert sd.con.sql("SELECT count(*) FROM span_resources").fetchall() == [(7,)]
+
+
+def test_a_bad_file_among_several_is_named(tmp_path):
+    good = tmp_path / "traces-1.jsonl"
+    good.write_text(json.dumps(_request([_span()])) + "\n")
+    bad = tmp_path / "traces-2.jsonl"
+    bad.write_text(json.dumps(_request([_span(spanId=f"{2:016x}")])) + "\n{\"resourceSpans\": [\n")
+    with pytest.raises(InputError, match=r"traces-2\.jsonl: not OTLP/JSON"):
+        load_spans(tmp_path)
+    assert load_spans(good).con.sql("SELECT count(*) FROM spans").fetchall() == [(1,)]
+
+
+@pytest.mark.parametrize("where", ["span", "event", "link", "resource"])
+def test_repeated_or_missing_attribute_keys_do_not_stop_a_load(tmp_path, where):
+    """OTLP requires unique keys, but one span that breaks the rule must not make the export
+    unreadable: a keyless attribute is dropped and a repeated key keeps its first value."""
+    odd = [{"key": "a", "value": {"stringValue": "first"}}, {"value": {"stringValue": "keyless"}},
+           {"key": "a", "value": {"stringValue": "second"}}, {"key": "b", "value": {"intValue": 2}}]
+    plain = [{"key": "a", "value": {"stringValue": "first"}}, {"key": "b", "value": {"intValue": 2}}]
+    attrs = {w: odd if w == where else plain for w in ["span", "event", "link", "resource"]}
+    span = _span(attributes=attrs["span"], events=[{"name": "e", "timeUnixNano": "5", "attributes": attrs["event"]}],
+                 links=[{"traceId": TRACE, "spanId": "0000000000000001", "attributes": attrs["link"]}])
+    request = _request([span, _span(spanId="0000000000000002")])
+    request["resourceSpans"][0]["resource"]["attributes"] = attrs["resource"]
+    f = tmp_path / "odd.jsonl"
+    f.write_text(json.dumps(request) + "\n")
+    sd = load_spans(f)
+    assert sd.con.sql("SELECT count(*) FROM spans").fetchall() == [(2,)]
+    for table in ["spans", "span_events", "span_links", "span_resources"]:
+        got = sd.con.sql(f"SELECT attrs FROM {table} WHERE map_contains(attrs, 'a')").fetchall()
+        assert got == [({"a": "first", "b": "2"},)], table

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
 from dqkit.events import readers
 from dqkit.events import schema as sch
@@ -38,7 +39,7 @@ from dqkit.telemetry import SCOPE, Telemetry, TelemetryConfig, TelemetryStats
 _KEY_SEED = 0xDE11  # hashes of delivery keys, compared within one process only
 
 STAGES = ("read", "validate", "dedup", "publish", "enrich.user_profile", "enrich.geo_ip", "enrich.session",
-          "warehouse.partition", "warehouse.insert", "telemetry")
+          "warehouse.partition", "warehouse.insert", "telemetry", "spans.wait")
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,10 @@ class Replay:
         d = d.with_columns(t_geo=pl.col("t_profiled") + clock.amortized(t.get("enrich.geo_ip", 0), share_pub))
         d = d.with_columns(t_enriched=pl.col("t_geo") + clock.amortized(t.get("enrich.session", 0), share_pub))
         d = d.with_columns(t_load=clock.next_load(pl.col("t_enriched"), self.config.load_interval_s))
+        # The ingest and enrich spans need nothing from the warehouse: they are rendered on the
+        # writer thread while this chunk is partitioned and inserted, so that only the load
+        # spans are left to render once the last chunk is done.
+        early = self._writer.submit(self._render_early, d)
 
         with self.timer("warehouse.partition"):
             rows = enriched.drop("t_consumed").join(d.select("delivery_key", "t_load", "platform").rename(
@@ -306,7 +311,7 @@ class Replay:
             rows = self._insert_faults(rows)
             parts = rows.partition_by("table", "injected", as_dict=True)
         self.flush()  # the previous chunk: its spans were written while this one was prepared
-        self._pending = self._write(chunk, d, v, dd, rows, parts, session_changes)
+        self._pending = self._write(chunk, d, v, dd, rows, parts, session_changes, early)
         max_recv = deliveries.get_column("t_enter").max()
         if max_recv is not None:
             self.watermark_ns = max(self.watermark_ns or 0, int(max_recv))
@@ -331,7 +336,7 @@ class Replay:
             return
         result, spans_written = pending
         try:
-            with self.timer("telemetry"):
+            with self.timer("spans.wait"):
                 staged = spans_written.result()  # re-raises what went wrong on the writer thread
             self.wh.commit()
         except BaseException:
@@ -387,7 +392,7 @@ class Replay:
         return rows.with_columns(injected=injected)
 
     # ------------------------------------------------------------------------------------
-    def _write(self, chunk, d, v, dd, rows, parts, session_changes) -> tuple[dict[str, int], Future]:
+    def _write(self, chunk, d, v, dd, rows, parts, session_changes, early: Future) -> tuple[dict[str, int], Future]:
         """Insert (with retries) and record the chunk in an open transaction, redoing it without
         a table whose insert hit a real database error; its spans are built and written on the
         writer thread. Returns the chunk's ledger counts and the spans' future, for :meth:`flush`."""
@@ -422,12 +427,12 @@ class Replay:
                 raise
 
         try:
-            return self._finish(chunk, d, v, dd, rows, outcomes, session_changes)
+            return self._finish(chunk, d, v, dd, rows, outcomes, session_changes, early)
         except BaseException:
             self.wh.rollback()
             raise
 
-    def _finish(self, chunk, d, v, dd, rows, outcomes, session_changes) -> tuple[dict[str, int], Future]:
+    def _finish(self, chunk, d, v, dd, rows, outcomes, session_changes, early: Future) -> tuple[dict[str, int], Future]:
         run_id = self.run_id
         out = _outcome_frame(outcomes)
         rows = rows.join(out.select("table", "injected", landed=pl.col("success")), on=["table", "injected"], how="left")
@@ -456,21 +461,25 @@ class Replay:
             self.wh.append("load_audit", load_frames[3], LOAD_AUDIT_COLUMNS)
             self._chunk_seq += 1
             chunk_id = f"{self.run_id}-{self._chunk_seq:06d}"
-            spans_written = self._writer.submit(self._write_spans, d, load_frames[:3], chunk_id)
+            spans_written = self._writer.submit(self._write_spans, early, load_frames[:3], chunk_id)
             self.wh.con.execute("INSERT INTO telemetry_chunks VALUES (?, ?)", [chunk_id, self.run_id])
             self._record_metrics(d, rows, v, dd)
 
         totals = d.select(pl.col("received", "loaded", "invalid", "duplicate", "dead_lettered", "in_flight").sum()).row(0, named=True)
         return totals, spans_written
 
-    def _write_spans(self, d: pl.DataFrame, load_frames: tuple[pl.DataFrame, ...], chunk_id: str) -> tuple:
+    def _render_early(self, d: pl.DataFrame) -> list[pa.LargeStringArray]:
+        """On the writer thread: the chunk's ingest and enrich spans."""
+        if not self.config.tracing:
+            return []
+        return [*spans.ingest_spans(d, self.queue.system, self.queue.topic), *spans.enrich_spans(d, self.queue.topic)]
+
+    def _write_spans(self, early: Future, load_frames: tuple[pl.DataFrame, ...], chunk_id: str) -> tuple:
         """On the writer thread: the chunk's spans, rendered to ``traces.jsonl``. Polars
-        does the work outside the GIL, so this overlaps the next chunk's stages."""
-        rendered = [
-            *spans.ingest_spans(d, self.queue.system, self.queue.topic),
-            *spans.enrich_spans(d, self.queue.topic),
-            *spans.load_spans(*load_frames),
-        ] if self.config.tracing else []
+        does the work outside the GIL, so this overlaps the next chunk's stages. ``early``
+        (submitted before, so already done on this one-worker thread) holds the spans that
+        did not wait for the inserts."""
+        rendered = [*early.result(), *spans.load_spans(*load_frames)] if self.config.tracing else []
         return self.telemetry.stage(rendered, chunk_id)
 
     def _load_telemetry(self, d: pl.DataFrame, rows: pl.DataFrame, out: pl.DataFrame) -> tuple[pl.DataFrame, ...]:

@@ -159,11 +159,13 @@ def span(
     start_ns: pl.Expr, end_ns: pl.Expr, attributes: list[Attr], events: pl.Expr | None = None,
     links: pl.Expr | None = None, status: pl.Expr | None = None,
 ) -> pa.LargeStringArray:
-    """One OTLP/JSON ``Span`` per row of ``frame``. ``events``/``links``: rendered JSON arrays;
-    ``status``: a rendered ``Status``. Where one of these or the parent is null (or not given)
-    the field is left out, as the protobuf JSON mapping and the Collector do with defaults."""
+    """One OTLP/JSON ``Span`` per row of ``frame``, each led by a comma: a run of spans is the
+    body of a JSON array once its first byte is dropped, so :func:`export_text` frames them
+    without copying. ``events``/``links``: rendered JSON arrays; ``status``: a rendered
+    ``Status``. Where one of these or the parent is null (or not given) the field is left out,
+    as the protobuf JSON mapping and the Collector do with defaults."""
     return render(
-        frame, '{"traceId":"', trace_id, '","spanId":"', span_id, '"', *_optional("parentSpanId", parent, quoted=True),
+        frame, ',{"traceId":"', trace_id, '","spanId":"', span_id, '"', *_optional("parentSpanId", parent, quoted=True),
         ',"name":' + json.dumps(name) + ',"kind":' + str(int(kind)) + ',"startTimeUnixNano":"', start_ns.cast(pl.String),
         '","endTimeUnixNano":"', end_ns.cast(pl.String), '","attributes":', attributes,
         *_optional("events", events), *_optional("links", links), *_optional("status", status), "}",
@@ -228,22 +230,20 @@ def resource_json(attributes: dict[str, object]) -> str:
 
 @dataclass
 class ExportText:
-    """OTLP/JSON ``ExportTraceServiceRequest`` lines: the texts of ``pieces`` written one after
-    another are the lines, newlines included; ``spans`` is how many spans they hold."""
+    """OTLP/JSON ``ExportTraceServiceRequest`` lines: ``segments`` written one after another
+    are the lines, newlines included; ``spans`` is how many spans they hold. The segments are
+    the request framing and views into the rendered spans' Arrow buffers, never copies."""
 
-    pieces: list[pa.LargeStringArray]
+    segments: list[bytes | memoryview]
     spans: int
 
     def write(self, fh: BinaryIO) -> None:
-        """Append the lines to a binary file straight from the Arrow buffers (no Python strings)."""
-        for arr in self.pieces:
-            if len(arr):
-                offsets = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, arr.offset * 8)
-                fh.write(memoryview(arr.buffers()[2])[offsets[0]:offsets[-1]])
+        """Append the lines to a binary file."""
+        fh.writelines(self.segments)
 
     def requests(self) -> list[dict]:
         """The requests, parsed (for exporters that need objects)."""
-        text = "".join(s for arr in self.pieces for s in arr.to_pylist())
+        text = b"".join(self.segments).decode("utf-8")
         return [json.loads(line) for line in text.split("\n") if line]  # not splitlines(): JSON text may hold U+2028
 
 
@@ -251,16 +251,18 @@ def export_text(spans: Sequence[pa.LargeStringArray], resource: dict[str, object
                 per_line: int = 2_000) -> ExportText:
     """The export requests for rendered spans (:func:`span`): each array's spans, ``per_line``
     to a line."""
-    head = '{"resourceSpans":[{"resource":' + resource_json(resource) + ',"scopeSpans":[{"scope":' + json.dumps(
-        {"name": scope[0], "version": scope[1]}) + ',"spans":['
-    pieces = []
+    head = ('{"resourceSpans":[{"resource":' + resource_json(resource) + ',"scopeSpans":[{"scope":' + json.dumps(
+        {"name": scope[0], "version": scope[1]}) + ',"spans":[').encode()
+    tail = b"]}]}]}\n"
+    segments: list[bytes | memoryview] = []
     for arr in spans:
         if not len(arr):
             continue
-        pos = np.arange(len(arr)) % per_line
-        last = pos == per_line - 1
-        last[-1] = True
-        prefix = pc.if_else(pa.array(pos == 0), pa.scalar(head, _TEXT), pa.scalar(",", _TEXT))
-        suffix = pc.if_else(pa.array(last), pa.scalar("]}]}]}\n", _TEXT), pa.scalar("", _TEXT))
-        pieces.append(pc.binary_join_element_wise(prefix, arr, suffix, pa.scalar("", _TEXT)))
-    return ExportText(pieces, sum(len(a) for a in spans))
+        offsets = np.frombuffer(arr.buffers()[1], np.int64, len(arr) + 1, arr.offset * 8)
+        data = memoryview(arr.buffers()[2])
+        for start in range(0, len(arr), per_line):
+            first = int(offsets[start])
+            if data[first] != ord(","):
+                raise ValueError("export_text takes spans rendered by span(), each led by a comma")
+            segments += [head, data[first + 1:int(offsets[min(start + per_line, len(arr))])], tail]
+    return ExportText(segments, sum(len(a) for a in spans))

@@ -457,9 +457,9 @@ def iter_parquet(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator
                 cols[c] = col if c == "properties" else col.cast(pa.string())
             else:
                 cols[c] = pa.nulls(tbl.num_rows, pa.string())
-        rn = pa.array(range(offset, offset + tbl.num_rows), pa.int64())
-        cols["rn"] = rn
-        cols["row_block"] = pa.array([i // _PARQUET_BATCH_ROWS for i in range(offset, offset + tbl.num_rows)], pa.int64())
+        rn = np.arange(offset, offset + tbl.num_rows, dtype=np.int64)
+        cols["rn"] = pa.array(rn)
+        cols["row_block"] = pa.array(rn // _PARQUET_BATCH_ROWS)
         rows = pa.table(cols)  # noqa: F841 - read by name in the SQL
         lines = con.sql(_PARQUET_TO_LINES).fetchall()
         texts = [t for (t,) in lines]

@@ -77,18 +77,25 @@ print(json.dumps(run(Path(sys.argv[1]), Path(sys.argv[3]), default_geoip_dir(), 
 """
 
 
+# The child's own peak RSS. Not ru_maxrss: Linux carries the parent's high-water mark across
+# fork and exec, so after this script generated a large sample every child seemed as large.
+_PEAK_RSS = """
+print(json.dumps({"peak_rss_kb": int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))}))
+"""
+
+
 def child(code: str, *args: str) -> tuple[dict, float]:
     """Run ``code`` in a fresh interpreter; its JSON result (with ``cpu_seconds`` added: user +
     system time of the whole process) and its own peak RSS in MB."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", code + _PEAK_RSS, *args], stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(proc.pid, 0)  # reaped here, so its own rusage is ours to read
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         if proc.returncode:
             raise SystemExit(err.read())
-        doc = json.loads(out.read().strip().splitlines()[-1])
-        return {**doc, "cpu_seconds": usage.ru_utime + usage.ru_stime}, usage.ru_maxrss / 1024
+        *_, result, peak = out.read().strip().splitlines()
+        return {**json.loads(result), "cpu_seconds": usage.ru_utime + usage.ru_stime}, json.loads(peak)["peak_rss_kb"] / 1024
 
 
 def _sample(events: int):

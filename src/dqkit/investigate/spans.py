@@ -60,15 +60,18 @@ CREATE OR REPLACE MACRO otlp_value(a) AS (
 # repeated or missing key, and then the whole load runs again with the careful form, which drops
 # keyless attributes and keeps the first value of a repeated key (as the Collector's pdata
 # ``Map.Get`` reads it), so one odd span never makes an export unreadable.
+# (Lambda parameters have names no caller uses: a macro's lambdas see the caller's names.)
 _ATTRS_FAST = """
-CREATE OR REPLACE MACRO otlp_attrs(l) AS (
-    map(list_transform(coalesce(l, []), lambda a: a.key), list_transform(coalesce(l, []), lambda a: otlp_value(a))));
+CREATE OR REPLACE MACRO otlp_attrs(otlp_list) AS (
+    map(list_transform(coalesce(otlp_list, []), lambda otlp_kv: otlp_kv.key),
+        list_transform(coalesce(otlp_list, []), lambda otlp_kv: otlp_value(otlp_kv))));
 """
 _ATTRS_CAREFUL = """
-CREATE OR REPLACE MACRO otlp_attrs(l) AS (
+CREATE OR REPLACE MACRO otlp_attrs(otlp_list) AS (
     map_from_entries(list_filter(
-        list_transform(coalesce(l, []), lambda a: {'key': a.key, 'value': otlp_value(a)}),
-        lambda e, i: e.key IS NOT NULL AND list_position(list_transform(coalesce(l, []), lambda a: a.key), e.key) = i)));
+        list_transform(coalesce(otlp_list, []), lambda otlp_kv: {'key': otlp_kv.key, 'value': otlp_value(otlp_kv)}),
+        lambda otlp_entry, otlp_pos: otlp_entry.key IS NOT NULL
+            AND list_position(list_transform(coalesce(otlp_list, []), lambda otlp_kv: otlp_kv.key), otlp_entry.key) = otlp_pos)));
 """
 
 

@@ -49,7 +49,7 @@ inserted AS (
            sum(CASE WHEN s.attrs['insert.success'] = 'true' THEN try_cast(l.attrs['insert.row_count'] AS BIGINT) ELSE 0 END)::BIGINT AS loaded,
            sum(CASE WHEN s.attrs['insert.success'] = 'true' THEN 0 ELSE try_cast(l.attrs['insert.row_count'] AS BIGINT) END)::BIGINT AS dead_lettered
     FROM span_links l JOIN spans s USING (trace_id, span_id)
-    WHERE l.name = 'analytics.warehouse.insert' AND l.attrs['insert.row_count'] IS NOT NULL
+    WHERE l.name = 'analytics.warehouse.insert' AND s.name = 'analytics.warehouse.insert' AND l.attrs['insert.row_count'] IS NOT NULL
     GROUP BY ALL
 ),
 -- Per-batch loads are known when insert spans carry per-batch links, or when nothing was inserted.
@@ -119,7 +119,7 @@ SELECT l.link_trace_id AS trace_id, regexp_replace(s.attrs['table.name'], '^even
        sum(CASE WHEN s.attrs['insert.success'] = 'true' THEN try_cast(l.attrs['insert.row_count'] AS BIGINT) ELSE 0 END)::BIGINT AS loaded,
        sum(CASE WHEN s.attrs['insert.success'] = 'true' THEN 0 ELSE try_cast(l.attrs['insert.row_count'] AS BIGINT) END)::BIGINT AS dead_lettered
 FROM span_links l JOIN spans s USING (trace_id, span_id)
-WHERE l.name = 'analytics.warehouse.insert' AND l.attrs['insert.row_count'] IS NOT NULL
+WHERE l.name = 'analytics.warehouse.insert' AND s.name = 'analytics.warehouse.insert' AND l.attrs['insert.row_count'] IS NOT NULL
 GROUP BY ALL
 """
 

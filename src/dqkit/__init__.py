@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 # allocates the same few hundred MB for every chunk, a second or two apart, and faulting those
 # pages in again cost up to a tenth of its CPU. Three seconds keeps them for the next chunk
 # (10 s held so much that a 10M-event replay peaked 4% higher) and still gives them back once
-# work stops. Only effective if Polars is not yet imported; a value the user set is kept.
+# work stops. Polars reads this variable, after its own defaults, when it is first imported,
+# so it only takes effect if dqkit is imported first; a value the user set is kept.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:3000,muzzy_decay_ms:3000")
 
 __all__ = ["__version__", "charts", "diagnose", "explain", "load_spans", "reconcile", "replay"]

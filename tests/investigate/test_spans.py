@@ -39,13 +39,19 @@ def test_edge_cases_of_the_otlp_json_encoding(tmp_path):
                         parentSpanId=b64("00f067aa0ba902b7"), name="child", kind=5,
                         startTimeUnixNano="10", endTimeUnixNano="20", status={})]),
         _request([_span(traceId="", spanId="0000000000000001", name="no-trace"),
-                  _span(traceId="00000000000000000000000000000000", spanId="0000000000000002", name="zero-trace")]),
+                  _span(traceId="00000000000000000000000000000000", spanId="0000000000000002", name="zero-trace"),
+                  # Neither hex nor base64 of 16 bytes: 32 letters that are base64 of 24 bytes, 16 bytes
+                  # of base64 one byte short, and text that is not base64 at all.
+                  _span(traceId="zz" * 16, spanId="0000000000000003", name="24-byte-trace"),
+                  _span(traceId=b64("0af7651916cd43dd8448eb211c8031"), spanId="0000000000000004", name="15-byte-trace"),
+                  _span(traceId="not an id at all!", spanId="0000000000000005", name="text-trace"),
+                  _span(spanId=b64("b7ad6b7169203331")[:-1] + "!", name="bad-span-id")]),
         {"resourceSpans": []},
     ]) + "\n")
     sd = load_spans([pretty, lines])
     rows = {r["name"]: r for r in sd.spans.iter_rows(named=True)}
     assert set(rows) == {"analytics.ingest_batch", "child"}
-    assert sd.unusable_spans == 2
+    assert sd.unusable_spans == 6
     top = rows["analytics.ingest_batch"]
     assert top["trace_id"] == TRACE.lower() and top["span_id"] == "eee19b7ec3c1b174"
     assert top["parent_span_id"] is None

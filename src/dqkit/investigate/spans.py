@@ -5,7 +5,7 @@ Reads what the OTLP specification lets writers produce, not only dqkit's own fil
 * one ``ExportTraceServiceRequest`` per line (the Collector's file exporter), or whole
   pretty-printed requests, several files at once;
 * trace and span ids as hex in any case, or as base64 (protobuf's generic JSON mapping);
-  empty or all-zero ids become NULL;
+  empty, all-zero or malformed ids (not 16 or 8 bytes either way) become NULL;
 * int64 fields as strings or as bare numbers (exact beyond 2^53);
 * enums as integers or names (``SPAN_KIND_SERVER``, ``STATUS_CODE_ERROR``);
 * unknown fields are ignored; attribute values of every type are kept as text.

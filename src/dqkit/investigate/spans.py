@@ -13,8 +13,8 @@ Reads what the OTLP specification lets writers produce, not only dqkit's own fil
 Tables: ``spans`` (ids, name, kind, start/end ns as BIGINT, status, ``attrs`` MAP(VARCHAR,
 VARCHAR), ``resource_id``), ``span_events``, ``span_links`` and ``span_resources`` (the
 resources that carry spans: a resource with none has nothing to join to). Spans seen
-twice (the same trace and span id, e.g. a file exported again) are kept once, as first read. All the work
-happens in DuckDB, so millions of spans never become Python objects.
+twice (the same trace and span id, e.g. a file exported again) are kept once, as first read.
+All the work happens in DuckDB, so millions of spans never become Python objects.
 """
 
 from __future__ import annotations

@@ -118,11 +118,16 @@ def test_generator_is_deterministic_for_a_seed(tmp_path):
 
 
 def test_read_ahead_keeps_order_raises_in_order_and_stops_when_abandoned():
-    from dqkit.events.readers import prefetch
+    import gc
+    import threading
+
+    from dqkit.events.readers import ReadAhead
 
     closed = []
+    started = threading.Event()
 
     def chunks(fail_after):
+        started.set()
         try:
             for n in range(5):
                 if n == fail_after:
@@ -133,12 +138,27 @@ def test_read_ahead_keeps_order_raises_in_order_and_stops_when_abandoned():
 
     got = []
     with pytest.raises(ValueError, match="chunk 3"):
-        for c in prefetch(chunks(3)):
+        for c in ReadAhead(chunks(3)):
             got.append(c)
     assert got == [0, 1, 2]
+    assert closed == [True]
 
-    it = prefetch(chunks(99))
+    it = ReadAhead(chunks(99))
+    assert started.wait(5)  # reading begins before anyone asks for a chunk
     assert next(it) == 0
     it.close()  # the consumer gives up early: the reader thread ends and closes its source
     assert closed == [True, True]
-    assert list(prefetch(chunks(99))) == [0, 1, 2, 3, 4]
+    assert next(it, None) is None
+
+    with ReadAhead(chunks(99)) as it:
+        assert next(it) == 0
+    assert closed == [True, True, True]
+
+    it = ReadAhead(chunks(99))
+    thread = it._thread
+    del it  # dropped without closing: the reader must not wait forever for a consumer
+    gc.collect()
+    thread.join(5)
+    assert not thread.is_alive() and closed == [True] * 4
+
+    assert list(ReadAhead(chunks(99))) == [0, 1, 2, 3, 4]

@@ -34,7 +34,7 @@ import polars as pl
 import pyarrow as pa
 
 from dqkit.errors import DqkitError, InputError
-from dqkit.events.readers import prefetch
+from dqkit.events.readers import ReadAhead
 
 _MACROS = """
 -- An id is hex, or base64 (protobuf's generic JSON mapping) that decodes to exactly nbytes; anything
@@ -257,10 +257,11 @@ def _request_stream(files: list[Path], failure: list[BaseException]) -> pa.Recor
     def batches() -> Iterator[pa.RecordBatch]:
         doc = 0
         try:
-            for table in prefetch(t for f in files for t in _document_batches(f)):
-                table = table.set_column(1, "doc", pa.array(np.arange(doc, doc + table.num_rows, dtype=np.int64))).cast(_DOCS)
-                doc += table.num_rows
-                yield from table.to_batches()
+            with ReadAhead(t for f in files for t in _document_batches(f)) as tables:
+                for table in tables:
+                    table = table.set_column(1, "doc", pa.array(np.arange(doc, doc + table.num_rows, dtype=np.int64))).cast(_DOCS)
+                    doc += table.num_rows
+                    yield from table.to_batches()
         except BaseException as exc:
             failure.append(exc)
             raise

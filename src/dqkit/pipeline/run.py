@@ -622,22 +622,23 @@ def replay(
         progress: called after each chunk with the input position and the running ledger.
     """
     cfg = config or ReplayConfig()
-    run = Replay(warehouse, telemetry, profiles, geoip, cfg)
-    try:
-        it = readers.prefetch(readers.iter_sample(sample, cfg.chunk_lines))
-        while True:
-            t = time.perf_counter()
-            chunk = next(it, None)
-            run.timer.total["read"] += time.perf_counter() - t
-            if chunk is None:
-                break
-            run.process(chunk)
-            if progress:
-                progress(chunk.position, run.ledger)
-    except BaseException:
-        # The chunk in hand stays uncommitted; the next start cuts its spans off again.
-        run._writer.shutdown()
-        run.telemetry.close()
-        run.wh.close()
-        raise
+    # The first chunk is read while the warehouse and the reference data open.
+    with readers.ReadAhead(readers.iter_sample(sample, cfg.chunk_lines)) as chunks:
+        run = Replay(warehouse, telemetry, profiles, geoip, cfg)
+        try:
+            while True:
+                t = time.perf_counter()
+                chunk = next(chunks, None)
+                run.timer.total["read"] += time.perf_counter() - t
+                if chunk is None:
+                    break
+                run.process(chunk)
+                if progress:
+                    progress(chunk.position, run.ledger)
+        except BaseException:
+            # The chunk in hand stays uncommitted; the next start cuts its spans off again.
+            run._writer.shutdown()
+            run.telemetry.close()
+            run.wh.close()
+            raise
     return run.close(str(sample))

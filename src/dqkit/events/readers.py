@@ -81,16 +81,13 @@ CREATE OR REPLACE MACRO jtype(f) AS CASE WHEN f IS NULL THEN NULL WHEN starts_wi
 _SEG_NAME = "lower(trim(regexp_replace(jstr(q.event), '[^A-Za-z0-9]+', '_', 'g'), '_'))"
 
 _PARSE_SQL = f"""
-WITH src AS MATERIALIZED (
-    SELECT line_no, delivery_key, line,
-           coalesce(decode_error, CASE WHEN json_valid(line) THEN NULL ELSE '{schema.MALFORMED_JSON}' END) AS err
+WITH parts AS MATERIALIZED (
+    -- Each line is parsed once (materialized: a filter on the parse would parse it again). A
+    -- line that is not JSON fails the parse and is told apart from other unusable lines below.
+    SELECT line_no, delivery_key, line, decode_error,
+           CASE WHEN decode_error IS NULL AND starts_with(ltrim(line), '{{')
+                THEN try(from_json(line, '{_LINE_STRUCTURE}')) END AS p
     FROM lines
-),
-parts AS (
-    -- CASE, not only WHERE: the planner may evaluate projections before filters.
-    SELECT line_no, delivery_key, line,
-           CASE WHEN err IS NULL AND starts_with(ltrim(line), '{{') THEN from_json(line, '{_LINE_STRUCTURE}') END AS p
-    FROM src WHERE err IS NULL AND starts_with(ltrim(line), '{{')
 ),
 typed AS (
     SELECT *,
@@ -104,9 +101,10 @@ typed AS (
 firsts AS (
     -- A Segment batch's client is read from its first message.
     SELECT *, CASE WHEN format = 'segment' THEN from_json(evs[1], '{_EVENT_STRUCTURE}') END AS first
-    FROM typed
+    FROM typed WHERE format IS NOT NULL
 ),
 deliveries AS MATERIALIZED (
+    SELECT *, try_cast(received_at_raw AS TIMESTAMPTZ) AS received_at FROM (
     SELECT delivery_key, line_no, format, line, evs,
         CASE format
             WHEN 'segment' THEN 'seg-' || left(delivery_key, 16)
@@ -123,23 +121,28 @@ deliveries AS MATERIALIZED (
         CASE format WHEN 'flat' THEN coalesce(jstr(p.sdk_version), jstr(p.client.sdk_version))
                     WHEN 'segment' THEN jstr(first.context.library.version) ELSE jstr(p.client.sdk_version) END AS sdk_version,
         CASE WHEN format = 'flat' THEN 1 ELSE len(evs) END AS event_count
-    FROM firsts WHERE format IS NOT NULL
+    FROM firsts)
 ),
 unreadable AS (
-    SELECT s.delivery_key, s.line_no, s.line,
-           coalesce(s.err, '{schema.NOT_A_BATCH}') AS line_error
-    FROM src s ANTI JOIN deliveries d USING (delivery_key)
+    SELECT delivery_key, line_no, line,
+           coalesce(decode_error, CASE WHEN json_valid(line) THEN '{schema.NOT_A_BATCH}' ELSE '{schema.MALFORMED_JSON}' END) AS line_error
+    FROM typed WHERE format IS NULL
 ),
 raw_events AS (
-    SELECT delivery_key, format, ev, event_index, from_json(ev, '{_EVENT_STRUCTURE}') AS q
-    FROM (SELECT delivery_key, format, coalesce(unnest(evs)::VARCHAR, 'null') AS ev,  -- a JSON null comes back as NULL
+    -- The delivery's fields ride along the unnest, so events need no join back to deliveries.
+    SELECT delivery_key, batch_id, line_no, received_at_raw, received_at, platform, app_version, sdk_version, format,
+           ev, event_index, from_json(ev, '{_EVENT_STRUCTURE}') AS q
+    FROM (SELECT delivery_key, batch_id, line_no, received_at_raw, received_at, platform, app_version, sdk_version, format,
+                 coalesce(unnest(evs)::VARCHAR, 'null') AS ev,  -- a JSON null comes back as NULL
                  generate_subscripts(evs, 1) - 1 AS event_index
           FROM deliveries WHERE format <> 'flat')
     UNION ALL
-    SELECT delivery_key, format, line, 0, from_json(line, '{_EVENT_STRUCTURE}') FROM deliveries WHERE format = 'flat'
+    SELECT delivery_key, batch_id, line_no, received_at_raw, received_at, platform, app_version, sdk_version, format,
+           line, 0, from_json(line, '{_EVENT_STRUCTURE}') FROM deliveries WHERE format = 'flat'
 ),
-events AS MATERIALIZED (
-    SELECT delivery_key, event_index, jtype(ev) AS event_json_type,
+events AS (
+    SELECT delivery_key, batch_id, line_no, received_at_raw, received_at, platform, app_version, sdk_version, format,
+        event_index, jtype(ev) AS event_json_type,
         jstr(q.event_id) AS event_id, jtype(q.event_id) AS event_id_type,
         jstr(q.event_type) AS event_type, jtype(q.event_type) AS event_type_type,
         jstr(q.user_id) AS user_id, jtype(q.user_id) AS user_id_type,
@@ -150,7 +153,8 @@ events AS MATERIALIZED (
         ev AS raw
     FROM raw_events WHERE format <> 'segment'
     UNION ALL
-    SELECT delivery_key, event_index, jtype(ev),
+    SELECT delivery_key, batch_id, line_no, received_at_raw, received_at, platform, app_version, sdk_version, format,
+        event_index, jtype(ev),
         jstr(q.messageId), jtype(q.messageId),
         CASE WHEN jstr(q.type) = 'track'
              THEN CASE WHEN jtype(q.event) = 'VARCHAR' THEN {_SEG_NAME} END
@@ -166,7 +170,7 @@ events AS MATERIALIZED (
     FROM raw_events WHERE format = 'segment'
 )
 SELECT 'D' AS part, d.delivery_key, d.batch_id, d.line_no, NULL::INTEGER AS event_index,
-       d.received_at_raw, try_cast(d.received_at_raw AS TIMESTAMPTZ) AS received_at, NULL::TIMESTAMPTZ AS event_ts, d.platform, d.app_version, d.sdk_version, d.format, d.event_count,
+       d.received_at_raw, d.received_at, NULL::TIMESTAMPTZ AS event_ts, d.platform, d.app_version, d.sdk_version, d.format, d.event_count,
        NULL::VARCHAR AS line_error, NULL AS event_json_type,
        NULL AS event_id, NULL AS event_id_type, NULL AS event_type, NULL AS event_type_type,
        NULL AS user_id, NULL AS user_id_type, NULL AS timestamp, NULL AS timestamp_type,
@@ -178,13 +182,13 @@ SELECT 'U', u.delivery_key, 'bad-' || left(u.delivery_key, 16), u.line_no, 0,
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, u.line
 FROM unreadable u
 UNION ALL
-SELECT 'E', e.delivery_key, d.batch_id, d.line_no, e.event_index,
-       d.received_at_raw, try_cast(d.received_at_raw AS TIMESTAMPTZ),
-       CASE WHEN e.timestamp_type = 'VARCHAR' THEN try_cast(e.timestamp AS TIMESTAMPTZ) END, coalesce(e.ev_platform, d.platform), coalesce(e.ev_app_version, d.app_version),
-       coalesce(e.ev_sdk_version, d.sdk_version), d.format, NULL, NULL, e.event_json_type,
+SELECT 'E', e.delivery_key, e.batch_id, e.line_no, e.event_index,
+       e.received_at_raw, e.received_at,
+       CASE WHEN e.timestamp_type = 'VARCHAR' THEN try_cast(e.timestamp AS TIMESTAMPTZ) END, coalesce(e.ev_platform, e.platform),
+       coalesce(e.ev_app_version, e.app_version), coalesce(e.ev_sdk_version, e.sdk_version), e.format, NULL, NULL, e.event_json_type,
        e.event_id, e.event_id_type, e.event_type, e.event_type_type, e.user_id, e.user_id_type,
        e.timestamp, e.timestamp_type, e.client_ip, e.properties, e.segment_type, e.raw
-FROM events e JOIN deliveries d USING (delivery_key)
+FROM events e
 """
 
 

@@ -34,6 +34,28 @@ def test_gzip_and_chunking_are_bounded(tmp_path):
     assert e.height == 25
 
 
+def test_a_chunk_parsed_in_several_queries_reads_the_same(tmp_path, monkeypatch):
+    from dqkit.events.readers import _Parser
+
+    lines = [json.dumps(batch(f"b-{n}", [event(f"e{n}-{k}") for k in range(n % 4)])) for n in range(40)]
+    lines[7] = "not json"
+    lines[13] = '{"events": [1, null, {"event_id": 5}]}'
+    lines[21] = "[]"
+    p = write_lines(tmp_path / "s.ndjson", lines)
+
+    def frames():
+        d, e, _ = _all(p)
+        return d.sort("line_no"), e.sort("line_no", "event_index")
+
+    whole = frames()
+    monkeypatch.setattr(_Parser, "piece_lines", 3)
+    pieces = frames()
+    for a, b in zip(whole, pieces):
+        assert a.equals(b)
+    assert whole[0].filter(pl.col("format") == "unreadable").height == 2
+    assert whole[1].height == sum(n % 4 for n in range(40) if n not in (7, 13, 21)) + 3 + 2
+
+
 def test_segment_batch_mapping(tmp_path):
     seg = {
         "batch": [

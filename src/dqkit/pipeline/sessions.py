@@ -37,26 +37,31 @@ class SessionStitcher:
             .sort("user_id", "event_ts", "line_no", "event_index")
             .join(prev, on="user_id", how="left", maintain_order="left")
         )
-        before = pl.col("event_ts").shift(1).over("user_id")
-        first_of_user = pl.int_range(pl.len()).over("user_id") == 0
-        prev_time = pl.when(first_of_user).then(pl.col("prev_ts")).otherwise(before)
+        # Rows are sorted by user, so per-user windows are runs of rows: marks where a user or a
+        # session starts, carried forward, stand in for group-bys over the user id text.
+        first_of_user = pl.col("user_id").ne_missing(pl.col("user_id").shift(1))
+        prev_time = pl.when(first_of_user).then(pl.col("prev_ts")).otherwise(pl.col("event_ts").shift(1))
         gap = (pl.col("event_ts") - prev_time).dt.total_microseconds().abs()
-        ev = ev.with_columns(session_is_new=prev_time.is_null() | (gap > gap_us))
-        ev = ev.with_columns(_seq=pl.col("session_is_new").cast(pl.Int32).cum_sum().over("user_id"))
-        continuing = pl.col("_seq") == 0  # still in the session open from earlier chunks
-        start_ms = pl.col("event_ts").first().over("user_id", "_seq").dt.epoch("ms")
+        ev = ev.with_columns(session_is_new=prev_time.is_null() | (gap > gap_us), _first=first_of_user)
+        n_new = pl.col("session_is_new").cast(pl.Int64).cum_sum()
+        starts = pl.col("_first") | pl.col("session_is_new")
         ev = ev.with_columns(
-            session_id=pl.when(continuing).then(pl.col("prev_sid")).otherwise(pl.format("{}/{}", pl.col("user_id"), start_ms)),
+            # new sessions of this user so far: 0 while the session open from earlier chunks goes on
+            _seq=n_new - pl.when("_first").then(n_new - pl.col("session_is_new").cast(pl.Int64)).forward_fill(),
+            _start_ms=pl.when(starts).then(pl.col("event_ts")).forward_fill().dt.epoch("ms"),
+            _start_row=pl.when(starts).then(pl.int_range(pl.len())).forward_fill(),
+        )
+        continuing = pl.col("_seq") == 0
+        ev = ev.with_columns(
+            session_id=pl.when(continuing).then(pl.col("prev_sid")).otherwise(pl.format("{}/{}", pl.col("user_id"), pl.col("_start_ms"))),
             session_event_number=(
-                pl.int_range(1, pl.len() + 1).over("user_id", "_seq")
+                pl.int_range(1, pl.len() + 1) - pl.col("_start_row")
                 + pl.when(continuing).then(pl.col("prev_n")).otherwise(0)
             ).cast(pl.Int64),
         )
-        last = ev.group_by("user_id").agg(
-            pl.col("event_ts").last().alias("last_ts"),
-            pl.col("session_id").last(),
-            pl.col("session_event_number").last().alias("session_events"),
-            pl.col("prev_ts").first(),
+        last = ev.filter(pl.col("user_id").ne_missing(pl.col("user_id").shift(-1))).select(
+            "user_id", "prev_ts", last_ts=pl.col("event_ts"), session_id=pl.col("session_id"),
+            session_events=pl.col("session_event_number"),
         )
         # A late event older than the user's last one must not move the session state back.
         changed = last.filter(pl.col("prev_ts").is_null() | (pl.col("last_ts") >= pl.col("prev_ts"))).select(list(STATE_SCHEMA))

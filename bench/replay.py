@@ -3,15 +3,17 @@ tracing off, a faithful per-event implementation of the reference design, the ma
 limits for the same data, and load_spans + reconcile on a ~1M-span export.
 
     python bench/replay.py [--events 200000] [--runs 3] [--pairs 7] [--reference-events 20000]
-                           [--span-events 1000000] [--memory-events 0]
+                           [--sustained-events 1000000] [--span-events 1000000] [--memory-events 0]
 
 Each measurement runs in a fresh process, which reports its own peak RSS. Figures are medians
 of ``--runs``; ratios compare figures taken in the same run, because these machines are noisy.
 Tracing's cost, a few percent, is smaller than that noise, so it is measured over ``--pairs``
 back-to-back traced/untraced replays and reported as the median of the pairs' ratios.
 Replay times cover the whole ``replay()`` call (opening the warehouse and reference data,
-every chunk, the final commit and checkpoint), not interpreter start-up. ``--memory-events``
-adds one replay of a sample that size, for its peak RSS.
+every chunk, the final commit and checkpoint), not interpreter start-up. On a 200k-event
+sample (three chunks) those fixed costs weigh; ``--sustained-events`` replays a larger sample
+``--runs`` times with tracing and without, in pairs, for the rate a long replay keeps up.
+``--memory-events`` adds one replay of a sample that size, for its peak RSS.
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="runs per measurement (medians are reported)")
     ap.add_argument("--pairs", type=int, default=7, help="traced/untraced replay pairs for the tracing overhead")
     ap.add_argument("--reference-events", type=int, default=20_000, help="sample size for the per-event reference design")
+    ap.add_argument("--sustained-events", type=int, default=1_000_000,
+                    help="sample size for the sustained rate, traced and untraced (0: skip)")
     ap.add_argument("--span-events", type=int, default=1_000_000, help="events replayed for the span export (0: skip)")
     ap.add_argument("--memory-events", type=int, default=0, help="also replay a sample this large once, for peak RSS")
     args = ap.parse_args()
@@ -153,7 +157,7 @@ def main() -> None:
 
     rows = [
         (f"dqkit replay, full tracing + OTLP/JSON export ({args.events:,} events, {spans:,} spans)",
-         f"{full:,.0f} events/s, peak RSS {full_rss:,.0f} MB"),
+         f"{full:,.0f} events/s ({full / ref:.1f}x the reference), peak RSS {full_rss:,.0f} MB"),
         (f"dqkit replay, tracing off ({args.pairs} runs, each right after a full-tracing one)",
          f"{off:,.0f} events/s, peak RSS {off_rss:,.0f} MB; CPU {full_cpu:.1f} s with tracing, {off_cpu:.1f} s without"),
         ("tracing overhead, wall time", _overhead(pairs["on"], pairs["off"], "seconds")),
@@ -165,6 +169,16 @@ def main() -> None:
         ("machine: DuckDB insert from Arrow (+ checkpoint)", f"{lim['insert_per_s']:,.0f} rows/s"),
         ("dqkit as a fraction of the slower of Polars parse and DuckDB insert", f"{full / slower:.2f}"),
     ]
+    if args.sustained_events:
+        long = _replays(_sample(args.sustained_events), work / "sustained", ["on", "off"], args.runs)
+        (l_on, l_rss, _, l_spans, l_cpu), (l_off, _, _, _, l_off_cpu) = _summary(long["on"]), _summary(long["off"])
+        rows += [
+            (f"sustained: dqkit replay of {args.sustained_events:,} events, full tracing ({l_spans:,} spans)",
+             f"{l_on:,.0f} events/s ({l_on / ref:.1f}x the reference), peak RSS {l_rss:,.0f} MB"),
+            ("sustained: tracing off", f"{l_off:,.0f} events/s; CPU {l_cpu:.1f} s with tracing, {l_off_cpu:.1f} s without"),
+            ("sustained: tracing overhead, wall time", _overhead(long["on"], long["off"], "seconds")),
+            ("sustained: tracing overhead, CPU time", _overhead(long["on"], long["off"], "cpu_seconds")),
+        ]
     if args.span_events:
         exp = work / f"spans-{args.span_events}"
         if not (exp / "wh.duckdb").exists():

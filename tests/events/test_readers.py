@@ -184,3 +184,17 @@ def test_read_ahead_keeps_order_raises_in_order_and_stops_when_abandoned():
     assert not thread.is_alive() and closed == [True] * 4
 
     assert list(ReadAhead(chunks(99))) == [0, 1, 2, 3, 4]
+
+
+def test_lines_decode_in_one_piece_or_line_by_line_alike():
+    from dqkit.events import schema
+    from dqkit.events.readers import _decode
+
+    good = ['{"a": "é😀"}'.encode(), b"{}", b"", '{"b": "\u2028"}'.encode()]
+    texts, errors = _decode(good, [None] * 4)
+    assert texts.to_pylist() == [b.decode() for b in good] and errors == [None] * 4
+
+    bad = [*good, b'{"c": "\xff"}', b'{"d": NaN}', b'{"e": "NaN"}']
+    texts, errors = _decode(bad, [None] * 7)
+    assert list(texts[:4]) == [b.decode() for b in good]
+    assert errors == [None] * 4 + [schema.INVALID_UTF8, schema.MALFORMED_JSON, None]

@@ -12,7 +12,7 @@ back-to-back traced/untraced replays and reported as the median of the pairs' ra
 Replay times cover the whole ``replay()`` call (opening the warehouse and reference data,
 every chunk, the final commit and checkpoint), not interpreter start-up. On a 200k-event
 sample (three chunks) those fixed costs weigh; ``--sustained-events`` replays a larger sample
-``--runs`` times with tracing and without, in pairs, for the rate a long replay keeps up.
+in ``--pairs`` traced/untraced pairs too, for the rate a long replay keeps up.
 ``--memory-events`` adds one replay of a sample that size, for its peak RSS.
 """
 
@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=7, help="traced/untraced replay pairs for the tracing overhead")
     ap.add_argument("--reference-events", type=int, default=20_000, help="sample size for the per-event reference design")
     ap.add_argument("--sustained-events", type=int, default=1_000_000,
-                    help="sample size for the sustained rate, traced and untraced (0: skip)")
+                    help="sample size for the sustained rate, in traced/untraced pairs (0: skip)")
     ap.add_argument("--span-events", type=int, default=1_000_000, help="events replayed for the span export (0: skip)")
     ap.add_argument("--memory-events", type=int, default=0, help="also replay a sample this large once, for peak RSS")
     args = ap.parse_args()
@@ -170,7 +170,7 @@ def main() -> None:
         ("dqkit as a fraction of the slower of Polars parse and DuckDB insert", f"{full / slower:.2f}"),
     ]
     if args.sustained_events:
-        long = _replays(_sample(args.sustained_events), work / "sustained", ["on", "off"], args.runs)
+        long = _replays(_sample(args.sustained_events), work / "sustained", ["on", "off"], args.pairs)
         (l_on, l_rss, _, l_spans, l_cpu), (l_off, _, _, _, l_off_cpu) = _summary(long["on"]), _summary(long["off"])
         rows += [
             (f"sustained: dqkit replay of {args.sustained_events:,} events, full tracing ({l_spans:,} spans)",

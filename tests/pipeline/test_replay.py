@@ -1,7 +1,7 @@
 """End to end: accounting per batch from spans and warehouse, idempotence, dedup across runs,
 retry then dead-letter, session and profile enrichment."""
 
-from datetime import date
+from datetime import date, timedelta
 
 import polars as pl
 
@@ -74,6 +74,40 @@ def test_dedup_state_survives_between_runs(tmp_path, run_sample):
     assert (second.ledger.loaded, second.ledger.duplicate) == (1, 1)
     dup = run.sql("SELECT event_id, batch_id, duplicate_of_batch FROM rejected_events WHERE stage = 'dedup'")
     assert dup == [("e2", "b-9", "b-1")]
+
+
+def test_dedup_remembers_dead_lettered_ids_and_forgets_past_the_window(tmp_path, run_sample):
+    # e1 loads, e2 is dead-lettered by a failed insert: a later run still knows both.
+    a = write_lines(tmp_path / "a.ndjson", [batch("b-1", [event("e1"), event("e2", etype="tap")],
+                                                   received="2026-11-20T10:00:00Z")])
+    run = run_sample(a, config=ReplayConfig(insert_fault=lambda t, n: "disk full" if t == "events_tap" else None))
+    assert (run.result.ledger.loaded, run.result.ledger.dead_lettered) == (1, 1)
+    b = write_lines(tmp_path / "b.ndjson", [batch("b-2", [event("e1"), event("e2", etype="tap")],
+                                                   received="2026-11-20T11:00:00Z"),
+                                             batch("b-4", [event("e4")], received="2026-11-20T13:00:00Z")])
+    second = replay(b, run.warehouse, run.telemetry, config=ReplayConfig(dedup_window=timedelta(hours=2)))
+    assert (second.ledger.loaded, second.ledger.duplicate) == (1, 2)
+    # The latest arrival on record is now 13:00, so a 2-hour window starts after e1 (10:00).
+    c = write_lines(tmp_path / "c.ndjson", [batch("b-3", [event("e1")], received="2026-11-20T14:00:00Z")])
+    third = replay(c, run.warehouse, run.telemetry, config=ReplayConfig(dedup_window=timedelta(hours=2)))
+    assert (third.ledger.loaded, third.ledger.duplicate) == (1, 0)
+    assert run.sql("SELECT count(*) FROM events WHERE event_id = 'e1'") == [(2,)]
+
+
+def test_a_warehouse_with_a_stored_dedup_table_is_migrated(tmp_path, run_sample):
+    import duckdb
+
+    a = write_lines(tmp_path / "a.ndjson", [batch("b-1", [event("e1")])])
+    run = run_sample(a)
+    con = duckdb.connect(str(run.warehouse))  # as dqkit 0.1 left it: the ids stored in a table
+    con.execute("DROP VIEW dedup_state")
+    con.execute("CREATE TABLE dedup_state AS SELECT event_id, batch_id, trace_id, received_at FROM events")
+    con.close()
+    b = write_lines(tmp_path / "b.ndjson", [batch("b-2", [event("e1"), event("e5")], received="2026-11-20T10:30:00Z")])
+    second = replay(b, run.warehouse, run.telemetry)
+    assert (second.ledger.loaded, second.ledger.duplicate) == (1, 1)
+    assert run.sql("SELECT table_type FROM information_schema.tables WHERE table_name = 'dedup_state'") == [("VIEW",)]
+    assert run.sql("SELECT event_id FROM dedup_state ORDER BY event_id") == [("e1",), ("e5",)]
 
 
 def test_sessions_continue_across_chunks_and_runs(tmp_path, run_sample):

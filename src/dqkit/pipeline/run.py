@@ -181,8 +181,7 @@ class Replay:
         self.profiles = ProfileStore(prof)
         self.geo = open_geoip(geoip)
         self.queue: Queue = queue or EmbeddedQueue()
-        self.dedup = Deduplicator(self.config.dedup_window, self.wh.read_batches(
-            "SELECT event_id, batch_id, trace_id, received_at FROM dedup_state"))
+        self.dedup = Deduplicator(self.config.dedup_window, self.wh.remembered_ids(self.config.dedup_window))
         self.sessions = SessionStitcher(state=self.wh.read(
             "SELECT user_id, last_ts, session_id, session_events FROM session_state"
         ).cast({"last_ts": pl.Datetime("us", "UTC")}))
@@ -453,7 +452,6 @@ class Replay:
             pl.col("loaded", "dead_lettered").fill_null(0), in_flight=pl.lit(0, pl.Int64), run_id=pl.lit(run_id)
         )
         self.wh.append("deliveries", d, DELIVERY_COLUMNS)
-        self.wh.append("dedup_state", dd.new_ids, {"event_id": "", "batch_id": "", "trace_id": "", "received_at": ""})
         self.wh.upsert_sessions(session_changes)
 
         with self.timer("telemetry"):
@@ -581,9 +579,6 @@ class Replay:
 
             self.config.truth_path.parent.mkdir(parents=True, exist_ok=True)
             self.config.truth_path.write_text(json.dumps({"faults": [ft.to_dict() for ft in self.truth]}, indent=2) + "\n")
-        if self.watermark_ns is not None:
-            cutoff = datetime.fromtimestamp(self.watermark_ns / 1e9, UTC) - self.config.dedup_window
-            self.wh.con.execute("DELETE FROM dedup_state WHERE received_at < ?", [cutoff])
         finished = datetime.now(UTC)
         lg = self.ledger
         self.wh.con.execute(

@@ -1,8 +1,9 @@
 """Deduplication by event id, within a chunk and across everything seen in a bounded window.
 
 Client retries resend a batch minutes or hours later, so a per-batch dedup (the reference
-design's) misses them. The seen-id state covers ``window`` of replay time and is stored in the
-warehouse with each committed chunk, so a later run sees the earlier run's ids.
+design's) misses them. The seen-id state covers ``window`` of replay time. A later run reads
+it back from the warehouse (the ids of the rows that got past dedup: loaded or dead-lettered),
+so it sees the earlier run's ids.
 """
 
 from __future__ import annotations

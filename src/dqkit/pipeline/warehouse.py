@@ -111,9 +111,12 @@ class Warehouse:
         self.con = connect(self.path, read_only=read_only)
         self._tables: set[str] | None = None  # event tables known to exist (None: ask DuckDB)
         if not read_only:
-            # Bulk loads pay for frequent checkpoints, but rows not yet checkpointed stay in memory:
-            # 128 MB of WAL between checkpoints keeps both costs small.
-            self.con.execute("SET checkpoint_threshold = '128MB'")
+            # Each checkpoint compresses the rows written since the last one and rewrites every
+            # table's partly filled last row group, so frequent ones redo work: on a 1M-event
+            # replay, 512 MB of WAL between checkpoints took commits from 6.7 to 3.1 s (medians
+            # of 3 pairs) against 128 MB, and a 10M-event replay's peak RSS rose by only 9 MB
+            # (DuckDB's own memory stays capped below).
+            self.con.execute("SET checkpoint_threshold = '512MB'")
             # DuckDB would cache up to 80% of RAM; a replay needs its memory for the chunks in flight.
             self.con.execute("SET memory_limit = '256MB'")
             self._create()

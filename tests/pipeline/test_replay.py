@@ -99,7 +99,7 @@ def test_a_warehouse_with_a_stored_dedup_table_is_migrated(tmp_path, run_sample)
 
     a = write_lines(tmp_path / "a.ndjson", [batch("b-1", [event("e1")])])
     run = run_sample(a)
-    con = duckdb.connect(str(run.warehouse))  # as dqkit 0.1 left it: the ids stored in a table
+    con = duckdb.connect(str(run.warehouse))  # as older dqkit versions left it: the ids in a table
     con.execute("DROP VIEW dedup_state")
     con.execute("CREATE TABLE dedup_state AS SELECT event_id, batch_id, trace_id, received_at FROM events")
     con.close()

@@ -64,7 +64,7 @@ _STATE_TABLES = {
 
 # The ids deduplication remembers are those of every event that got past it: loaded, or
 # dead-lettered by a failed insert. They are read from those rows rather than kept a second time
-# (which cost a write of four columns per event: ~10% of a replay).
+# (which cost a write of four columns per event: ~7% of a 1M-event replay).
 # (The empty typed row keeps the view's columns when an events table lacks one.)
 _DEDUP_STATE = """
 SELECT event_id, batch_id, trace_id, received_at FROM (

@@ -14,6 +14,10 @@ every chunk, the final commit and checkpoint), not interpreter start-up. On a 20
 sample (three chunks) those fixed costs weigh; ``--sustained-events`` replays a larger sample
 in ``--pairs`` traced/untraced pairs too, for the rate a long replay keeps up.
 ``--memory-events`` adds one replay of a sample that size, for its peak RSS.
+
+The output ends with the targets (README, "Targets") and whether this run met each; the
+memory target is judged only with ``--memory-events 10000000`` or more, the span target only
+on an export of 1M spans or more.
 """
 
 from __future__ import annotations
@@ -100,10 +104,10 @@ def child(code: str, *args: str) -> tuple[dict, float]:
         return {**json.loads(result), "cpu_seconds": usage.ru_utime + usage.ru_stime}, json.loads(peak)["peak_rss_kb"] / 1024
 
 
-def _sample(events: int):
+def _sample(cache: Path, events: int):
     from dqkit.events.generator import SampleSpec, generate
 
-    return generate(ROOT / ".cache" / "bench" / f"sample-{events}", SampleSpec(events=events, users=max(200, events // 20), seed=1))
+    return generate(cache / f"sample-{events}", SampleSpec(events=events, users=max(200, events // 20), seed=1))
 
 
 def _replays(sample, work: Path, modes: list[str], runs: int) -> dict[str, list[tuple[dict, float]]]:
@@ -124,11 +128,29 @@ def _summary(runs: list[tuple[dict, float]]) -> tuple[float, float, dict, int, f
             ds[0]["spans"], statistics.median(d["cpu_seconds"] for d in ds))
 
 
-def _overhead(on: list[tuple[dict, float]], off: list[tuple[dict, float]], key: str) -> str:
-    """Tracing's cost as the median over pairs of (traced / untraced - 1), with the range: one
-    pair alone says little on a noisy machine."""
+def _overhead(on: list[tuple[dict, float]], off: list[tuple[dict, float]], key: str) -> tuple[float, float, float]:
+    """Tracing's cost in percent as the median over pairs of (traced / untraced - 1), with the
+    lowest and highest pair: one pair alone says little on a noisy machine."""
     ratios = sorted((a[key] / b[key] - 1) * 100 for (a, _), (b, _) in zip(on, off, strict=True))
-    return f"{statistics.median(ratios):+.1f}% (pairs {ratios[0]:+.1f} to {ratios[-1]:+.1f}%)"
+    return statistics.median(ratios), ratios[0], ratios[-1]
+
+
+def _pct(overhead: tuple[float, float, float]) -> str:
+    return "{:+.1f}% (pairs {:+.1f} to {:+.1f}%)".format(*overhead)
+
+
+# The targets of the benchmark, on a 2-core machine (README, "Targets").
+TARGET_EVENTS_PER_S = 250_000
+TARGET_RATIO = 100
+TARGET_TRACING_PCT = 5.0
+TARGET_PEAK_RSS_MB = 2048
+TARGET_MEMORY_EVENTS = 10_000_000
+TARGET_SPAN_SECONDS = 10.0
+TARGET_SPANS = 1_000_000
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
 
 
 def main() -> None:
@@ -141,10 +163,12 @@ def main() -> None:
                     help="sample size for the sustained rate, in traced/untraced pairs (0: skip)")
     ap.add_argument("--span-events", type=int, default=1_000_000, help="events replayed for the span export (0: skip)")
     ap.add_argument("--memory-events", type=int, default=0, help="also replay a sample this large once, for peak RSS")
+    ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "bench",
+                    help="folder for the generated samples and the runs' output (kept between runs)")
     args = ap.parse_args()
 
-    work = ROOT / ".cache" / "bench" / "work"
-    big, small = _sample(args.events), _sample(args.reference_events)
+    work = args.cache / "work"
+    big, small = _sample(args.cache, args.events), _sample(args.cache, args.reference_events)
     pairs = _replays(big, work, ["on", "off"], args.pairs)
     (full, full_rss, stages, spans, full_cpu), (off, off_rss, _, _, off_cpu) = _summary(pairs["on"]), _summary(pairs["off"])
     small_eps = _summary(_replays(small, work / "small", ["on"], args.runs)["on"])[0]
@@ -160,8 +184,8 @@ def main() -> None:
          f"{full:,.0f} events/s ({full / ref:.1f}x the reference), peak RSS {full_rss:,.0f} MB"),
         (f"dqkit replay, tracing off ({args.pairs} runs, each right after a full-tracing one)",
          f"{off:,.0f} events/s, peak RSS {off_rss:,.0f} MB; CPU {full_cpu:.1f} s with tracing, {off_cpu:.1f} s without"),
-        ("tracing overhead, wall time", _overhead(pairs["on"], pairs["off"], "seconds")),
-        ("tracing overhead, CPU time", _overhead(pairs["on"], pairs["off"], "cpu_seconds")),
+        ("tracing overhead, wall time", _pct(wall := _overhead(pairs["on"], pairs["off"], "seconds"))),
+        ("tracing overhead, CPU time", _pct(_overhead(pairs["on"], pairs["off"], "cpu_seconds"))),
         (f"reference design, per event ({args.reference_events:,} events)", f"{ref:,.0f} events/s"),
         (f"dqkit on the same {args.reference_events:,} events", f"{small_eps:,.0f} events/s ({small_eps / ref:.0f}x the reference)"),
         ("machine: Polars read_ndjson + explode", f"{lim['polars_parse_per_s']:,.0f} events/s"),
@@ -169,30 +193,48 @@ def main() -> None:
         ("machine: DuckDB insert from Arrow (+ checkpoint)", f"{lim['insert_per_s']:,.0f} rows/s"),
         ("dqkit as a fraction of the slower of Polars parse and DuckDB insert", f"{full / slower:.2f}"),
     ]
+    targets = [
+        (f"≥{TARGET_EVENTS_PER_S:,} events/s, full tracing ({args.events:,} events)", f"{full:,.0f}", full >= TARGET_EVENTS_PER_S),
+        (f"≥{TARGET_RATIO}x the reference design ({args.events:,} events)", f"{full / ref:.0f}x", full / ref >= TARGET_RATIO),
+        (f"tracing ≤{TARGET_TRACING_PCT:.0f}% of the wall time ({args.events:,} events)", f"{wall[0]:+.1f}%", wall[0] <= TARGET_TRACING_PCT),
+    ]
     if args.sustained_events:
-        long = _replays(_sample(args.sustained_events), work / "sustained", ["on", "off"], args.pairs)
+        long = _replays(_sample(args.cache, args.sustained_events), work / "sustained", ["on", "off"], args.pairs)
         (l_on, l_rss, _, l_spans, l_cpu), (l_off, _, _, _, l_off_cpu) = _summary(long["on"]), _summary(long["off"])
         rows += [
             (f"sustained: dqkit replay of {args.sustained_events:,} events, full tracing ({l_spans:,} spans)",
              f"{l_on:,.0f} events/s ({l_on / ref:.1f}x the reference), peak RSS {l_rss:,.0f} MB"),
             ("sustained: tracing off", f"{l_off:,.0f} events/s; CPU {l_cpu:.1f} s with tracing, {l_off_cpu:.1f} s without"),
-            ("sustained: tracing overhead, wall time", _overhead(long["on"], long["off"], "seconds")),
-            ("sustained: tracing overhead, CPU time", _overhead(long["on"], long["off"], "cpu_seconds")),
+            ("sustained: tracing overhead, wall time", _pct(l_wall := _overhead(long["on"], long["off"], "seconds"))),
+            ("sustained: tracing overhead, CPU time", _pct(_overhead(long["on"], long["off"], "cpu_seconds"))),
+        ]
+        targets += [
+            (f"≥{TARGET_EVENTS_PER_S:,} events/s, full tracing ({args.sustained_events:,} events)", f"{l_on:,.0f}",
+             l_on >= TARGET_EVENTS_PER_S),
+            (f"≥{TARGET_RATIO}x the reference design ({args.sustained_events:,} events)", f"{l_on / ref:.0f}x", l_on / ref >= TARGET_RATIO),
+            (f"tracing ≤{TARGET_TRACING_PCT:.0f}% of the wall time ({args.sustained_events:,} events)", f"{l_wall[0]:+.1f}%",
+             l_wall[0] <= TARGET_TRACING_PCT),
         ]
     if args.span_events:
         exp = work / f"spans-{args.span_events}"
         if not (exp / "wh.duckdb").exists():
-            s = _sample(args.span_events)
+            s = _sample(args.cache, args.span_events)
             child(REPLAY, str(s.events_path), str(exp), str(s.profiles_path), "on")
         with open(exp / "tel" / "traces.jsonl") as fh:
             n_spans = sum(line.count('"startTimeUnixNano"') for line in fh)
         res = [child(SPANS, str(exp / "wh.duckdb"), str(exp / "tel")) for _ in range(args.runs)]
         assert all(d["unexplained"] == 0 for d, _ in res)
-        rows.append((f"load_spans + reconcile, {n_spans:,} spans",
-                     f"{statistics.median(d['seconds'] for d, _ in res):.1f} s, peak RSS {max(r for _, r in res):,.0f} MB"))
+        span_s = statistics.median(d["seconds"] for d, _ in res)
+        rows.append((f"load_spans + reconcile, {n_spans:,} spans", f"{span_s:.1f} s, peak RSS {max(r for _, r in res):,.0f} MB"))
+        if n_spans >= TARGET_SPANS:
+            targets.append((f"load_spans + reconcile of {n_spans:,} spans in ≤{TARGET_SPAN_SECONDS:.0f} s", f"{span_s:.1f} s",
+                            span_s <= TARGET_SPAN_SECONDS))
     if args.memory_events:
-        eps, rss, _, _, _ = _summary(_replays(_sample(args.memory_events), work / "memory", ["on"], 1)["on"])
+        eps, rss, _, _, _ = _summary(_replays(_sample(args.cache, args.memory_events), work / "memory", ["on"], 1)["on"])
         rows.append((f"dqkit replay of {args.memory_events:,} events (one run)", f"{eps:,.0f} events/s, peak RSS {rss:,.0f} MB"))
+        if args.memory_events >= TARGET_MEMORY_EVENTS:
+            targets.append((f"replay of {args.memory_events:,} events within {TARGET_PEAK_RSS_MB:,} MB peak RSS", f"{rss:,.0f} MB",
+                            rss <= TARGET_PEAK_RSS_MB))
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; medians of {args.runs}\n")
     print("| measurement | figure |\n|---|---|")
@@ -201,6 +243,9 @@ def main() -> None:
     print("\n| stage (full tracing, median seconds) | s |\n|---|---|")
     for k, v in stages.items():
         print(f"| {k} | {v:.2f} |")
+    print("\n| target | figure | |\n|---|---|---|")
+    for k, v, met in targets:
+        print(f"| {k} | {v} | {_verdict(met)} |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,40 @@
+"""The benchmark's one command still runs end to end (on tiny samples: figures here mean nothing)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "replay.py"
+
+
+def _row(out: str, label: str) -> str:
+    rows = [line for line in out.splitlines() if line.startswith(f"| {label}")]
+    assert rows, f"no row starting {label!r} in:\n{out}"
+    return rows[0]
+
+
+def test_bench_reports_every_measurement_and_the_targets(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--events", "1500", "--runs", "1", "--pairs", "2", "--reference-events", "300",
+         "--sustained-events", "0", "--span-events", "2000", "--cache", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    traced = _row(out, "dqkit replay, full tracing + OTLP/JSON export (1,500 events")
+    assert int(re.search(r"\| ([\d,]+) events/s", traced).group(1).replace(",", "")) > 0
+    assert re.search(r"peak RSS [\d,]+ MB", traced)
+    assert "(2 runs, each right after a full-tracing one)" in _row(out, "dqkit replay, tracing off")
+    assert re.search(r"[+-]\d+\.\d% \(pairs [+-]\d+\.\d to [+-]\d+\.\d%\)", _row(out, "tracing overhead, wall time"))
+    assert re.search(r"\| [\d,]+ events/s \|$", _row(out, "reference design, per event (300 events)"))
+    for label in ("machine: Polars read_ndjson", "machine: DuckDB read_ndjson", "machine: DuckDB insert from Arrow"):
+        assert re.search(r"\| [\d,]+ (events|rows)/s \|$", _row(out, label))
+    # the span export was loaded and reconciled with nothing unexplained (the bench asserts it)
+    assert re.search(r"\d+\.\d s, peak RSS", _row(out, "load_spans + reconcile"))
+    assert re.search(r"\| \d+\.\d\d \|$", _row(out, "warehouse.insert"))
+    # targets: the three judged on the replay sample; the span and memory ones need 1M spans / 10M events
+    targets = out[out.index("| target |"):].splitlines()[2:]
+    assert len(targets) == 3 and all(t.endswith(("| met |", "| **missed** |")) for t in targets)
+    assert "250,000 events/s" in targets[0] and "1,500 events" in targets[0]
+    assert (tmp_path / "sample-1500" / "events.ndjson.gz").is_file()

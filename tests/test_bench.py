@@ -1,5 +1,6 @@
 """The benchmark's one command still runs end to end (on tiny samples: figures here mean nothing)."""
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -40,3 +41,20 @@ def test_bench_reports_every_measurement_and_the_targets(tmp_path):
     assert len(targets) == 6 and all(t.endswith(("| met |", "| **missed** |")) for t in targets)
     assert all("250,000 events/s" in targets[i] and "1,500 events" in targets[i] for i in (0, 3))
     assert (tmp_path / "sample-1500" / "events.ndjson.gz").is_file()
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("dqkit_bench_replay", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_replay_targets_are_judged_against_their_thresholds():
+    bench = _bench_module()
+    met = bench._replay_targets(200_000, eps=260_000, ref=2_000, tracing_pct=4.9)
+    assert [m for _, _, m in met] == [True, True, True]
+    assert [v for _, v, _ in met] == ["260,000", "130x", "+4.9%"]
+    missed = bench._replay_targets(200_000, eps=49_375, ref=500, tracing_pct=5.1)
+    assert [m for _, _, m in missed] == [False, False, False]
+    assert bench._verdict(False) == "**missed**" and bench._verdict(True) == "met"

@@ -15,68 +15,20 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from dqkit import names as N
 from dqkit.db import connect_read_only
+from dqkit.investigate.evidence import define_span_relations, has_links
 
 LEDGER_COLUMNS = ["trace_id", "batch_id", "received", "loaded", "invalid", "duplicate", "dead_lettered", "in_flight"]
 COUNTS = ["received", "invalid", "duplicate", "published", "enriched", "loaded", "dead_lettered", "in_flight"]
 SEGMENTS = ["platform", "app_version", "sdk_version", "country"]
 
-_INT = "try_cast(attrs['{}'] AS BIGINT)"
-
-_SPAN_LEDGER = f"""
-WITH ingest AS (
-    SELECT trace_id, attrs['batch.id'] AS batch_id, start_ns,
-           {_INT.format('batch.event_count')} AS received, {_INT.format('ingestion.accepted')} AS accepted,
-           {_INT.format('ingestion.rejected')} AS rejected,
-           coalesce(attrs['client.platform'], 'unknown') AS platform,
-           coalesce(attrs['client.app_version'], 'unknown') AS app_version,
-           coalesce(attrs['client.sdk_version'], 'unknown') AS sdk_version
-    FROM spans WHERE name = 'analytics.ingest_batch'
-),
-stage AS (
-    SELECT trace_id,
-           sum({_INT.format('validation.invalid_count')}) FILTER (WHERE name = 'analytics.validate_batch') AS invalid,
-           sum({_INT.format('dedup.duplicates_removed')}) FILTER (WHERE name = 'analytics.deduplicate') AS duplicate,
-           sum({_INT.format('queue.events_published')}) FILTER (WHERE name = 'analytics.publish_to_queue') AS published,
-           sum(coalesce({_INT.format('event.count')}, 1)) FILTER (WHERE name = 'analytics.enrich') AS enriched,
-           any_value(attrs['geo.country']) FILTER (WHERE name = 'analytics.enrich.geo_ip') AS country
-    FROM spans WHERE name IN ('analytics.validate_batch', 'analytics.deduplicate', 'analytics.publish_to_queue',
-                              'analytics.enrich', 'analytics.enrich.geo_ip')
-    GROUP BY trace_id
-),
-inserted AS (
-    SELECT l.link_trace_id AS trace_id,
-           sum(CASE WHEN s.attrs['insert.success'] = 'true' THEN try_cast(l.attrs['insert.row_count'] AS BIGINT) ELSE 0 END)::BIGINT AS loaded,
-           sum(CASE WHEN s.attrs['insert.success'] = 'true' THEN 0 ELSE try_cast(l.attrs['insert.row_count'] AS BIGINT) END)::BIGINT AS dead_lettered
-    FROM span_links l JOIN spans s USING (trace_id, span_id)
-    WHERE l.name = 'analytics.warehouse.insert' AND s.name = 'analytics.warehouse.insert' AND l.attrs['insert.row_count'] IS NOT NULL
-    GROUP BY ALL
-),
--- Per-batch loads are known when insert spans carry per-batch links, or when nothing was inserted.
-linked AS (
-    SELECT (SELECT count(*) FROM inserted) > 0
-        OR (SELECT count(*) FROM spans WHERE name = 'analytics.warehouse.insert') = 0 AS any_links
-)
-SELECT i.trace_id, i.batch_id, make_timestamptz(i.start_ns // 1000) AS received_at,
-       i.platform, i.app_version, i.sdk_version, coalesce(s.country, 'unknown') AS country, i.received,
-       coalesce(s.invalid, i.rejected - coalesce(s.duplicate, 0), 0)::BIGINT AS invalid,
-       coalesce(s.duplicate, 0)::BIGINT AS duplicate,
-       coalesce(s.published, i.accepted, i.received - coalesce(s.invalid, 0) - coalesce(s.duplicate, 0))::BIGINT AS published,
-       coalesce(s.enriched, 0)::BIGINT AS enriched,
-       CASE WHEN k.any_links THEN coalesce(n.loaded, 0) END::BIGINT AS loaded,
-       CASE WHEN k.any_links THEN coalesce(n.dead_lettered, 0) END::BIGINT AS dead_lettered
-FROM ingest i CROSS JOIN linked k
-LEFT JOIN stage s USING (trace_id) LEFT JOIN inserted n USING (trace_id)
-ORDER BY i.start_ns, i.trace_id
-"""
-
 _TABLE_LEDGER = """
-SELECT attrs['table.name'] AS table_name, date_trunc('hour', make_timestamptz(start_ns // 1000)) AS hour,
-       sum(CASE WHEN attrs['insert.success'] = 'false' THEN 0 ELSE try_cast(attrs['insert.row_count'] AS BIGINT) END)::BIGINT AS loaded,
-       sum(CASE WHEN attrs['insert.success'] = 'false' THEN try_cast(attrs['insert.row_count'] AS BIGINT) ELSE 0 END)::BIGINT AS dead_lettered,
+SELECT table_name, date_trunc('hour', start_at) AS hour,
+       sum(CASE WHEN success THEN row_count ELSE 0 END)::BIGINT AS loaded,
+       sum(CASE WHEN success THEN 0 ELSE row_count END)::BIGINT AS dead_lettered,
        count(*) AS inserts
-FROM spans WHERE name = 'analytics.warehouse.insert'
-GROUP BY ALL ORDER BY hour, table_name
+FROM ev_inserts GROUP BY ALL ORDER BY hour, table_name
 """
 
 _WAREHOUSE_LEDGER = """
@@ -96,14 +48,19 @@ ORDER BY d.trace_id
 
 
 def _con(spans) -> duckdb.DuckDBPyConnection:
-    return spans.con if hasattr(spans, "con") else spans
+    """The spans' connection, with the evidence layer's span relations defined on it."""
+    con = spans.con if hasattr(spans, "con") else spans
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ev_batches'").fetchall()[0][0]:
+        define_span_relations(con)
+    return con
 
 
 def batch_ledger(spans) -> pl.DataFrame:
     """Per-batch counts by stage from spans: ``received, invalid, duplicate, published,
     enriched, loaded, dead_lettered, in_flight`` with the batch's time and client segment.
     ``in_flight`` is what was published and not (yet) accounted for by any insert."""
-    led = _con(spans).sql(_SPAN_LEDGER).pl()
+    led = _con(spans).sql("SELECT * FROM ev_batches").pl()
+    # NULL where loads per batch are unknown (insert spans without links): never a made-up 0.
     return led.with_columns(
         in_flight=(pl.col("published") - pl.col("loaded") - pl.col("dead_lettered")).cast(pl.Int64)
     )
@@ -114,26 +71,42 @@ def span_ledger(spans) -> pl.DataFrame:
     return batch_ledger(spans).select(LEDGER_COLUMNS)
 
 
-_EVENT_TYPE_LEDGER = """
-SELECT l.link_trace_id AS trace_id, regexp_replace(s.attrs['table.name'], '^events_', '') AS event_type,
-       sum(CASE WHEN s.attrs['insert.success'] = 'true' THEN try_cast(l.attrs['insert.row_count'] AS BIGINT) ELSE 0 END)::BIGINT AS loaded,
-       sum(CASE WHEN s.attrs['insert.success'] = 'true' THEN 0 ELSE try_cast(l.attrs['insert.row_count'] AS BIGINT) END)::BIGINT AS dead_lettered
+_EVENT_TYPE_LEDGER = f"""
+SELECT l.link_trace_id AS trace_id, regexp_replace(s.attrs['{N.TABLE_NAME}'], '^events_', '') AS event_type,
+       sum(CASE WHEN lower(s.attrs['{N.INSERT_SUCCESS}']) = 'true' THEN try_cast(l.attrs['{N.INSERT_ROW_COUNT}'] AS BIGINT) ELSE 0 END)::BIGINT AS loaded,
+       sum(CASE WHEN lower(s.attrs['{N.INSERT_SUCCESS}']) = 'true' THEN 0 ELSE try_cast(l.attrs['{N.INSERT_ROW_COUNT}'] AS BIGINT) END)::BIGINT AS dead_lettered
 FROM span_links l JOIN spans s USING (trace_id, span_id)
-WHERE l.name = 'analytics.warehouse.insert' AND s.name = 'analytics.warehouse.insert' AND l.attrs['insert.row_count'] IS NOT NULL
+WHERE l.name = '{N.INSERT}' AND s.name = '{N.INSERT}' AND l.attrs['{N.INSERT_ROW_COUNT}'] IS NOT NULL
 GROUP BY ALL
+"""
+
+# Without per-batch links, loads per event type are known per hour of the insert, from the table name.
+_EVENT_TYPE_BY_HOUR = """
+SELECT regexp_replace(table_name, '^events_', '') AS event_type, date_trunc('hour', start_at) AS received_at,
+       sum(CASE WHEN success THEN row_count ELSE 0 END)::BIGINT AS loaded,
+       sum(CASE WHEN success THEN 0 ELSE row_count END)::BIGINT AS dead_lettered
+FROM ev_inserts GROUP BY ALL ORDER BY 2, 1
 """
 
 
 def event_type_ledger(spans) -> pl.DataFrame:
     """Loaded and dead-lettered rows per batch and event type (from the insert spans' links),
     with the batch's time and segments, ready for :func:`rollup`."""
-    per_type = _con(spans).sql(_EVENT_TYPE_LEDGER).pl()
+    con = _con(spans)
+    if not has_links(con):
+        # Rows are per hour of the insert, not per batch: segments of the client are unknown.
+        return con.sql(_EVENT_TYPE_BY_HOUR).pl().with_columns(
+            pl.lit(None, pl.String).alias("trace_id"), pl.lit(None, pl.String).alias("batch_id"),
+            *[pl.lit(None, pl.String).alias(c) for c in SEGMENTS])
+    per_type = con.sql(_EVENT_TYPE_LEDGER).pl()
     batches = batch_ledger(spans).select("trace_id", "batch_id", "received_at", *SEGMENTS)
     return per_type.join(batches, on="trace_id", how="left")
 
 
 def table_ledger(spans) -> pl.DataFrame:
-    """Rows loaded and dead-lettered per table and hour, from insert spans (needs no links)."""
+    """Rows loaded and dead-lettered (failed) per table and hour, from insert spans (needs no links).
+
+    An insert span without ``insert.success = true`` is not counted as loaded."""
     return _con(spans).sql(_TABLE_LEDGER).pl()
 
 

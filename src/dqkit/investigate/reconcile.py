@@ -11,101 +11,171 @@ Per batch (joined on the ingest trace id every warehouse row carries):
 
 So for every batch ``received = invalid + duplicate + warehouse_rows + dead_lettered +
 in_flight + never_loaded + silent_loss - over_count``; what does not fit is ``unexplained``
-and reported, never dropped. The same comparison per table and hour covers pipelines whose
-insert spans do not link to batches (the reference design's).
+and reported, never dropped.
+
+A source whose rows carry no trace id (the reference article's tables, most vendors') is
+compared per table and hour instead: rows the insert spans say landed against rows in the
+table, placed by load time, or by event time where the rows have none. There, and in dqkit's
+form too, ``overstated_load`` catches what the article's code hides: rows of inserts that
+failed (``insert.success = false``) which the load's ``warehouse.total_loaded`` still counts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
-from dqkit.db import connect_read_only
+from dqkit import names as N
+from dqkit.errors import InputError
+from dqkit.investigate.evidence import Evidence, open_evidence
 from dqkit.investigate.ledger import batch_ledger, table_ledger
-from dqkit.investigate.spans import SpanData, load_spans
+from dqkit.investigate.spans import SpanData
 
 CLASSES = ("silent_loss", "never_loaded", "over_count", "dead_lettered", "in_flight")
+"""Classes of difference per batch (columns of :attr:`Reconciliation.batches`)."""
+LOAD_CLASSES = ("overstated_load",)
+"""Classes of difference per load (from :attr:`Reconciliation.loads`)."""
 TOTAL_KEYS = ("received", "invalid", "duplicate", "published", "warehouse_rows", "span_loaded", "dead_lettered",
               "in_flight", "never_loaded", "silent_loss", "over_count", "unexplained")
+# Not part of the identity: what the pipeline's own load totals claim beyond what the inserts did.
+EXTRA_KEYS = ("overstated_load",)
 
 
-def _warehouse_frames(warehouse: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    con = connect_read_only(warehouse)
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' "
-            "AND table_name LIKE 'events\\_%' ESCAPE '\\' ORDER BY 1").fetchall()]
-        if not tables:
-            empty_b = pl.DataFrame(schema={"trace_id": pl.String, "wh_batch_id": pl.String, "warehouse_rows": pl.Int64})
-            empty_t = pl.DataFrame(schema={"table_name": pl.String, "hour": pl.Datetime("us", "UTC"), "warehouse_rows": pl.Int64})
-            return empty_b, empty_t
-        union = " UNION ALL ".join(
-            f"SELECT '{t}' AS table_name, trace_id, batch_id, loaded_at FROM \"{t.replace(chr(34), chr(34) * 2)}\"" for t in tables
-        )
-        per_batch = con.sql(
-            f"SELECT trace_id, any_value(batch_id) AS wh_batch_id, count(*)::BIGINT AS warehouse_rows FROM ({union}) GROUP BY trace_id"
-        ).pl()
-        per_table = con.sql(
-            f"SELECT table_name, date_trunc('hour', loaded_at) AS hour, count(*)::BIGINT AS warehouse_rows FROM ({union}) GROUP BY ALL"
-        ).pl()
-        return per_batch, per_table
-    finally:
-        con.close()
+def _warehouse_frames(ev: Evidence) -> tuple[pl.DataFrame | None, pl.DataFrame]:
+    """Rows per ingest trace (None when rows carry no trace id) and per table and hour of load
+    (of event time when rows carry no load time)."""
+    when = "loaded_at" if ev.source.has("loaded_at") else "event_ts"
+    per_table = ev.sql(f"SELECT table_name, date_trunc('hour', {when}) AS hour, count(*)::BIGINT AS warehouse_rows "
+                       "FROM ev_events GROUP BY ALL")
+    if not ev.has_row_traces:
+        return None, per_table
+    per_batch = ev.sql("SELECT trace_id, any_value(batch_id) AS wh_batch_id, count(*)::BIGINT AS warehouse_rows "
+                       "FROM ev_events GROUP BY trace_id")
+    return per_batch, per_table
+
+
+def heaviest_run(frame: pl.DataFrame, value: str, time: str = "hour", floor: float = 0.1) -> tuple | None:
+    """The contiguous run of rows (in time order) holding the most of ``value`` above a floor
+    (``floor`` of the peak): a stray hour far from the rest cannot widen the window."""
+    f = frame.filter(pl.col(value) > 0).sort(time)
+    if f.is_empty():
+        return None
+    peak = float(f[value].max())
+    best, best_sum, cur_start, cur_sum = None, 0.0, None, 0.0
+    full = frame.sort(time)
+    times, vals = full[time].to_list(), [float(v or 0) for v in full[value].to_list()]
+    for t, v in zip(times, vals):
+        gain = v - floor * peak
+        if cur_start is None or cur_sum <= 0:
+            cur_start, cur_sum = t, 0.0
+        cur_sum += gain
+        if cur_sum > best_sum:
+            best, best_sum = (cur_start, t), cur_sum
+    return best
 
 
 @dataclass
 class Reconciliation:
     batches: pl.DataFrame
-    """One row per batch: ledger counts, warehouse rows and the classified differences."""
+    """One row per batch: ledger counts, warehouse rows and the classified differences (the
+    warehouse columns are NULL when rows carry no trace id: then see :attr:`tables`)."""
     tables: pl.DataFrame
-    """Per table and hour: rows the insert spans loaded vs rows in the warehouse."""
+    """Per table and hour: rows the insert spans loaded (and failed) vs rows in the warehouse."""
     totals: dict[str, int]
     as_of: datetime
     flight_window: timedelta
+    per_batch: bool = True
+    """Differences are classified per batch (rows carry the ingest trace id); else per table and hour."""
+    source: str = "dqkit"
+    missing: list[str] = field(default_factory=list)
+    """What this source cannot tell, one sentence each."""
+    loads: pl.DataFrame | None = None
+    """Per load trace: rows the load's ``warehouse.total_loaded`` claims vs rows its inserts landed."""
 
     def findings(self) -> list[dict]:
-        """One entry per kind of difference: events, batches, window and the segments hit most."""
+        """One entry per kind of difference: events, batches, window, the segments and tables hit most."""
         out = []
-        for cls in CLASSES:
-            hit = self.batches.filter(pl.col(cls) > 0)
+        for cls in CLASSES + LOAD_CLASSES:
+            if cls == "overstated_load":
+                f = self._overstated()
+                if f:
+                    out.append(f)
+                continue
+            table_col = _TABLE_CLASS.get(cls)
+            if self.per_batch or table_col is None:
+                hit = self.batches.filter(pl.col(cls) > 0)
+                if hit.is_empty():
+                    continue
+                seg = (hit.group_by("platform", "app_version").agg(pl.col(cls).sum())
+                       .sort(cls, "platform", "app_version", descending=[True, False, False]).head(3))
+                out.append({
+                    "class": cls, "events": int(hit[cls].sum()), "batches": hit.height,
+                    "window": {"start": _iso(hit["received_at"].min()), "end": _iso(hit["received_at"].max())},
+                    "segments": [{"platform": p, "app_version": v, "events": int(n)} for p, v, n in seg.iter_rows()],
+                    "tables": self._tables_for(cls),
+                })
+                continue
+            hit = self.tables.filter(pl.col(table_col) > 0)
             if hit.is_empty():
                 continue
-            seg = (hit.group_by("platform", "app_version").agg(pl.col(cls).sum()).sort(cls, "platform", "app_version",
-                                                                                      descending=[True, False, False]).head(3))
+            per_hour = hit.group_by("hour").agg(pl.col(table_col).sum())
+            run = heaviest_run(per_hour, table_col)
             out.append({
-                "class": cls,
-                "events": int(hit[cls].sum()),
-                "batches": hit.height,
-                "window": {"start": _iso(hit["received_at"].min()), "end": _iso(hit["received_at"].max())},
-                "segments": [{"platform": p, "app_version": v, "events": int(n)} for p, v, n in seg.iter_rows()],
-                "tables": self._tables_for(cls),
+                "class": cls, "events": int(hit[table_col].sum()), "batches": None,
+                "window": {"start": _iso(run[0]), "end": _iso(run[1] + timedelta(hours=1))} if run else {"start": None, "end": None},
+                "segments": [], "tables": sorted(hit["table_name"].unique().to_list()),
+                "note": "per table and hour (rows carry no trace id): the client segment is not known",
             })
         return out
 
+    def _overstated(self) -> dict | None:
+        if self.loads is None:
+            return None
+        hit = self.loads.filter(pl.col("overstated") > 0)
+        if hit.is_empty():
+            return None
+        run = heaviest_run(hit.with_columns(hour=pl.col("start_at").dt.truncate("1h")).group_by("hour").agg(
+            pl.col("overstated").sum()), "overstated")
+        tables = sorted(self.tables.filter(pl.col("span_dead_lettered") > 0)["table_name"].unique().to_list())
+        return {
+            "class": "overstated_load", "events": int(hit["overstated"].sum()), "batches": None,
+            "window": {"start": _iso(run[0]), "end": _iso(run[1] + timedelta(hours=1))} if run else {"start": None, "end": None},
+            "segments": [], "tables": tables, "loads": hit.height,
+            "note": f"{N.TOTAL_LOADED} counts rows of inserts that failed ({N.INSERT_SUCCESS} = false): "
+                    "the pipeline's own totals say they landed",
+        }
+
     def _tables_for(self, cls: str) -> list[str]:
-        if cls not in ("silent_loss", "over_count"):
+        col = _TABLE_CLASS.get(cls)
+        if col is None or cls == "dead_lettered" and self.per_batch:
             return []
-        col = "table_silent_loss" if cls == "silent_loss" else "table_over_count"
         return sorted(self.tables.filter(pl.col(col) > 0)["table_name"].unique().to_list())
 
     def window(self, start: datetime, end: datetime) -> Reconciliation:
         """The same reconciliation narrowed to batches received (and table-hours) in [start, end)."""
         b = self.batches.filter(pl.col("received_at").is_between(start, end, closed="left"))
         t = self.tables.filter(pl.col("hour").is_between(start, end, closed="left"))
-        return Reconciliation(b, t, {k: int(b[k].sum()) for k in TOTAL_KEYS}, self.as_of, self.flight_window)
+        loads = None if self.loads is None else self.loads.filter(pl.col("start_at").is_between(start, end, closed="left"))
+        totals = _totals(b, t, loads, self.per_batch, self.as_of, self.flight_window)
+        return Reconciliation(b, t, totals, self.as_of, self.flight_window, self.per_batch, self.source, self.missing, loads)
 
     def to_dict(self) -> dict:
         return {
             "as_of": _iso(self.as_of),
             "flight_window_s": int(self.flight_window.total_seconds()),
+            "source": self.source,
+            "per_batch": self.per_batch,
             "totals": self.totals,
             "balanced": self.totals["unexplained"] == 0,
             "findings": self.findings(),
+            "unknown": self.missing,
         }
+
+
+_TABLE_CLASS = {"silent_loss": "table_silent_loss", "over_count": "table_over_count", "dead_lettered": "span_dead_lettered"}
 
 
 def _iso(t) -> str | None:
@@ -119,24 +189,84 @@ def reconcile(
     spans: SpanData | str | Path | list,
     as_of: datetime | None = None,
     flight_window: timedelta = timedelta(hours=1),
+    source=None,
 ) -> Reconciliation:
     """Join the span ledger with warehouse counts and classify every difference.
 
     Args:
-        warehouse: DuckDB file whose ``events_*`` tables carry ``trace_id``, ``batch_id`` and ``loaded_at``.
+        warehouse: DuckDB file of the pipeline's warehouse.
         spans: loaded spans, or OTLP/JSON files / telemetry folders to load.
         as_of: the moment the comparison describes; by default the end of the last span.
         flight_window: batches received this close to ``as_of`` whose events are not loaded yet
             count as in flight; older ones as never loaded.
+        source: what the warehouse's tables mean: ``"dqkit"``, ``"reference"``, a mapping file,
+            a :class:`~dqkit.investigate.source.Source`, or None to detect it.
     """
-    sd = spans if isinstance(spans, SpanData) else load_spans(spans)
-    ledger = batch_ledger(sd)
-    wh_batch, wh_table = _warehouse_frames(warehouse)
-    if as_of is None:
-        end = sd.con.sql("SELECT max(end_ns) FROM spans").fetchall()[0][0]
-        as_of = datetime.fromtimestamp(end / 1e9, UTC) if end is not None else datetime.now(UTC)
-    linked = ledger["loaded"].null_count() == 0 if ledger.height else True
+    ev = open_evidence(warehouse, spans, source)
+    try:
+        return _reconcile(ev, as_of, flight_window)
+    finally:
+        ev.close()
 
+
+def _check_export(ev: Evidence, ledger: pl.DataFrame, wh_batch: pl.DataFrame | None) -> None:
+    """An export with no pipeline spans, or one whose batches are not this warehouse's, is refused:
+    comparing it would report every row as a difference."""
+    n_spans = ev.scalar("SELECT count(*) FROM spans")
+    if not n_spans:
+        raise InputError("the span export is empty (no spans); pass the export of the pipeline that wrote this warehouse")
+    kinds = ev.scalar(f"SELECT count(*) FROM spans WHERE name IN ('{N.INGEST}', '{N.INSERT}')")
+    if not kinds:
+        raise InputError(f"the span export holds {n_spans:,} spans but none named {N.INGEST} or {N.INSERT}: "
+                         "it is not a pipeline's export, or names its spans otherwise")
+    if wh_batch is not None and ledger.height and wh_batch.height:
+        shared = ledger.join(wh_batch, on="trace_id", how="inner").height
+        if shared == 0:
+            raise InputError(f"the span export does not match this warehouse: none of its {ledger.height:,} batches' trace ids "
+                             f"is on any of the warehouse's rows (it has rows of {wh_batch.height:,} other traces); "
+                             "pass the export written with this warehouse")
+
+
+def _reconcile(ev: Evidence, as_of: datetime | None, flight_window: timedelta) -> Reconciliation:
+    sd = ev.spans
+    assert sd is not None
+    ledger = batch_ledger(sd)
+    wh_batch, wh_table = _warehouse_frames(ev)
+    _check_export(ev, ledger, wh_batch)
+    if as_of is None:
+        end = ev.scalar("SELECT max(end_ns) FROM spans")
+        as_of = datetime.fromtimestamp(end / 1e9, UTC) if end is not None else datetime.now(UTC)
+
+    spans_t = table_ledger(sd).rename({"loaded": "span_loaded", "dead_lettered": "span_dead_lettered"})
+    if wh_batch is None and spans_t.height:
+        # Rows placed by their own time: keep the hours the insert spans cover (a day's slack
+        # either side for late events), not the warehouse's whole history.
+        lo, hi = spans_t["hour"].min() - timedelta(days=1), spans_t["hour"].max() + timedelta(days=1)
+        wh_table = wh_table.filter(pl.col("hour").is_between(lo, hi))
+    t = spans_t.join(wh_table, on=["table_name", "hour"], how="full", coalesce=True).with_columns(
+        pl.col("span_loaded", "span_dead_lettered", "warehouse_rows").fill_null(0), pl.col("inserts").fill_null(0)
+    ).with_columns(
+        table_silent_loss=(pl.col("span_loaded") - pl.col("warehouse_rows")).clip(lower_bound=0),
+        table_over_count=(pl.col("warehouse_rows") - pl.col("span_loaded")).clip(lower_bound=0),
+    ).sort("hour", "table_name")
+    loads = ev.sql("""
+        SELECT load_trace_id, min(start_at) AS start_at, any_value(total_loaded) AS total_loaded,
+               sum(CASE WHEN success THEN row_count ELSE 0 END)::BIGINT AS landed,
+               (any_value(total_loaded) - sum(CASE WHEN success THEN row_count ELSE 0 END))::BIGINT AS overstated
+        FROM ev_inserts GROUP BY load_trace_id ORDER BY 2""").with_columns(pl.col("overstated").fill_null(0).clip(lower_bound=0))
+
+    if wh_batch is not None:
+        b = _per_batch(ledger, wh_batch, as_of, flight_window)
+        per_batch = True
+    else:
+        b = _batches_only(ledger, as_of, flight_window)
+        per_batch = False
+    totals = _totals(b, t, loads, per_batch, as_of, flight_window)
+    return Reconciliation(b, t, totals, as_of, flight_window, per_batch, ev.source.name, ev.missing(), loads)
+
+
+def _per_batch(ledger: pl.DataFrame, wh_batch: pl.DataFrame, as_of: datetime, flight_window: timedelta) -> pl.DataFrame:
+    linked = ledger["loaded"].null_count() == 0 if ledger.height else True
     b = ledger.join(wh_batch, on="trace_id", how="full", coalesce=True).with_columns(
         pl.col("batch_id").fill_null(pl.col("wh_batch_id")),
         pl.col("received", "invalid", "duplicate", "published", "enriched").fill_null(0),
@@ -164,15 +294,38 @@ def reconcile(
     b = b.with_columns(unexplained=(
         pl.col("received") - pl.col("invalid") - pl.col("duplicate") - pl.col("warehouse_rows") - pl.col("dead_lettered")
         - pl.col("in_flight") - pl.col("never_loaded") - pl.col("silent_loss") + pl.col("over_count")
-    )).with_columns(pl.col(c).cast(pl.Int64) for c in TOTAL_KEYS if c != "published").sort("received_at", "trace_id", nulls_last=True)
+    ))
+    return b.with_columns(pl.col(c).cast(pl.Int64) for c in TOTAL_KEYS if c != "published").sort(
+        "received_at", "trace_id", nulls_last=True)
 
-    spans_t = table_ledger(sd).rename({"loaded": "span_loaded", "dead_lettered": "span_dead_lettered"})
-    t = spans_t.join(wh_table, on=["table_name", "hour"], how="full", coalesce=True).with_columns(
-        pl.col("span_loaded", "span_dead_lettered", "warehouse_rows").fill_null(0)
-    ).with_columns(
-        table_silent_loss=(pl.col("span_loaded") - pl.col("warehouse_rows")).clip(lower_bound=0),
-        table_over_count=(pl.col("warehouse_rows") - pl.col("span_loaded")).clip(lower_bound=0),
-    ).sort("hour", "table_name")
 
-    totals = {k: int(b[k].sum()) for k in TOTAL_KEYS}
-    return Reconciliation(b, t, totals, as_of, flight_window)
+def _batches_only(ledger: pl.DataFrame, as_of: datetime, flight_window: timedelta) -> pl.DataFrame:
+    """Batches known from their ingest spans only: where their events went after the queue is
+    known per table and hour, so the per-batch classes are unknown (NULL)."""
+    unknown = [pl.lit(None, pl.Int64).alias(c) for c in
+               ("warehouse_rows", "span_loaded", "in_flight", "never_loaded", "silent_loss", "over_count", "unexplained")]
+    return ledger.drop("loaded").with_columns(*unknown, pl.col("dead_lettered").cast(pl.Int64)).with_columns(
+        recent=pl.col("received_at") >= as_of - flight_window).sort("received_at", "trace_id", nulls_last=True)
+
+
+def _totals(b: pl.DataFrame, t: pl.DataFrame, loads: pl.DataFrame | None, per_batch: bool, as_of: datetime,
+            flight_window: timedelta) -> dict[str, int]:
+    if per_batch:
+        totals = {k: int(b[k].sum()) for k in TOTAL_KEYS}
+    else:
+        # From the tables: what the insert spans loaded and failed, against the rows there.
+        totals = {k: int(b[k].sum()) for k in ("received", "invalid", "duplicate", "published")}
+        span_loaded, failed = int(t["span_loaded"].sum()), int(t["span_dead_lettered"].sum())
+        rows = int(t["warehouse_rows"].sum())
+        gap = max(totals["published"] - span_loaded - failed, 0)
+        recent = int(b.filter(pl.col("recent"))["published"].sum()) if "recent" in b.columns else 0
+        per_table = t.group_by("table_name").agg(pl.col("span_loaded", "warehouse_rows").sum())
+        silent = int((per_table["span_loaded"] - per_table["warehouse_rows"]).clip(lower_bound=0).sum())
+        over = int((per_table["warehouse_rows"] - per_table["span_loaded"]).clip(lower_bound=0).sum())
+        totals |= {"warehouse_rows": rows, "span_loaded": span_loaded, "dead_lettered": failed,
+                   "in_flight": min(gap, recent), "never_loaded": gap - min(gap, recent),
+                   "silent_loss": silent, "over_count": over}
+        totals["unexplained"] = (totals["received"] - totals["invalid"] - totals["duplicate"] - rows - failed
+                                 - totals["in_flight"] - totals["never_loaded"] - silent + over)
+    totals["overstated_load"] = int(loads["overstated"].sum()) if loads is not None and loads.height else 0
+    return totals

@@ -23,6 +23,19 @@ def _echo_json(doc, as_json: bool) -> bool:
     return as_json
 
 
+def _source_option(f):
+    """``--source`` on every investigation command: what the warehouse's tables mean."""
+    return click.option(
+        "--source", "source", metavar="dqkit|reference|FILE.toml",
+        help="What the warehouse's tables mean: dqkit (written by dqkit), reference (the reference article's "
+             "events_<type> tables) or a mapping file; default: detected from the tables.")(f)
+
+
+def _print_unknown(doc: dict) -> None:
+    for sentence in doc.get("unknown") or []:
+        click.echo(f"  unknown: {sentence}")
+
+
 def _ledger_table(result) -> str:
     lg = result.ledger
     rows = [
@@ -204,7 +217,8 @@ def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> 
 @click.option("--flight-window", default="1h", show_default=True,
               help="Unloaded events of batches this recent (before --as-of) count as in flight, not lost.")
 @click.option("--json", "as_json", is_flag=True, help="Print totals and findings as JSON.")
-def reconcile(warehouse, spans, as_of, flight_window, as_json) -> None:
+@_source_option
+def reconcile(warehouse, spans, as_of, flight_window, as_json, source) -> None:
     """Compare what the spans say was loaded with what the warehouse holds.
 
     Every difference is classified: silent loss (spans say loaded, rows missing), never loaded,
@@ -224,26 +238,28 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json) -> None:
             except ValueError:
                 raise click.BadParameter(f"--as-of {as_of!r} is not ISO-8601, e.g. 2026-11-20T23:59:59Z") from None
             when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        if not Path(warehouse).is_file():
-            raise DqkitError(f"warehouse {str(warehouse)!r} does not exist; pass the DuckDB file a replay wrote")
-        result = run(warehouse, list(spans), as_of=when, flight_window=window)
+        result = run(warehouse, list(spans), as_of=when, flight_window=window, source=source)
     except (DqkitError, click.BadParameter) as exc:
         _fail(exc)
     doc = result.to_dict()
     if _echo_json(doc, as_json):
         return
     t = doc["totals"]
-    click.echo(f"Reconciled at {doc['as_of']} ({len(result.batches):,} batches)")
+    how = "per batch" if doc["per_batch"] else "per table and hour"
+    click.echo(f"Reconciled at {doc['as_of']} ({len(result.batches):,} batches; source {doc['source']}, {how})")
     for k in ("received", "invalid", "duplicate", "warehouse_rows", "dead_lettered", "in_flight", "never_loaded",
-              "silent_loss", "over_count", "unexplained"):
+              "silent_loss", "over_count", "unexplained", "overstated_load"):
         click.echo(f"  {k.replace('_', ' '):<22}{t[k]:>12,}")
+    _print_unknown(doc)
     if not doc["findings"]:
         click.echo("No differences between spans and warehouse.")
     for f in doc["findings"]:
         segs = ", ".join(f"{s['platform']} {s['app_version']} ({s['events']:,})" for s in f["segments"])
         tables = f" in {', '.join(f['tables'])}" if f["tables"] else ""
-        click.echo(f"- {f['class'].replace('_', ' ')}: {f['events']:,} events in {f['batches']:,} batches{tables}, "
-                   f"{f['window']['start']} .. {f['window']['end']}; most in {segs}")
+        where = f" in {f['batches']:,} batches" if f.get("batches") is not None else ""
+        click.echo(f"- {f['class'].replace('_', ' ')}: {f['events']:,} events{where}{tables}, "
+                   f"{f['window']['start']} .. {f['window']['end']}" + (f"; most in {segs}" if segs else "")
+                   + (f" ({f['note']})" if f.get("note") else ""))
 
 
 @main.command()
@@ -253,7 +269,8 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json) -> None:
 @click.option("--day", required=True, help="The day to explain (YYYY-MM-DD, UTC).")
 @click.option("--baseline-day", help="The day to compare with; default: the same weekday a week before, else the day before.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON (the documented contract).")
-def diagnose(warehouse, spans, day, baseline_day, as_json) -> None:
+@_source_option
+def diagnose(warehouse, spans, day, baseline_day, as_json, source) -> None:
     """Is the DAU change on --day real, or did the pipeline lose or delay users?
 
     Decomposes the change against the baseline into users lost at each stage, users expected to
@@ -269,7 +286,7 @@ def diagnose(warehouse, spans, day, baseline_day, as_json) -> None:
     except ValueError as exc:
         _fail(ValueError(f"--day/--baseline-day must look like 2026-11-20: {exc}"))
     try:
-        result = run(warehouse, list(spans) or None, d, b)
+        result = run(warehouse, list(spans) or None, d, b, source=source)
     except DqkitError as exc:
         _fail(exc)
     doc = result.to_dict()
@@ -281,6 +298,7 @@ def diagnose(warehouse, spans, day, baseline_day, as_json) -> None:
                f"change {dau['change_pct']:+.1f}%  expected late {dau['expected_late']:,}")
     parts = ", ".join(f"{k} {v:+,}" for k, v in doc["decomposition"]["parts"].items() if v)
     click.echo(f"  change {doc['decomposition']['total_change']:+,} users = {parts or 'nothing'}")
+    _print_unknown(doc)
     for i, f in enumerate(doc["findings"], 1):
         seg = ", ".join(f"{k}={v}" for k, v in f["segment"].items()) or "all traffic"
         click.echo(f"{i}. {f['stage']} {f['kind']} [{seg}] {f['window']['start']} .. {f['window']['end']} "
@@ -292,15 +310,18 @@ def diagnose(warehouse, spans, day, baseline_day, as_json) -> None:
 @click.option("--event-id", help="Explain this event id.")
 @click.option("--user-id", help="Explain this user's events (with --day).")
 @click.option("--day", help="Day for --user-id (YYYY-MM-DD, UTC).")
+@click.option("--spans", "-s", "spans", multiple=True, type=click.Path(path_type=Path),
+              help="OTLP/JSON span export (file or folder): events the warehouse never saw are explained from it; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def explain(warehouse, event_id, user_id, day, as_json) -> None:
+@_source_option
+def explain(warehouse, event_id, user_id, day, spans, as_json, source) -> None:
     """List every decision that touched an event, or a user's events on a day."""
     from dqkit.investigate.explain import explain as run
 
     if bool(event_id) == bool(user_id) or (user_id and not day):
         _fail(ValueError("pass --event-id ID, or --user-id U with --day YYYY-MM-DD"))
     try:
-        rows = run(warehouse, event_id=event_id, user_id=user_id, day=day)
+        rows = run(warehouse, event_id=event_id, user_id=user_id, day=day, spans=list(spans) or None, source=source)
     except (DqkitError, ValueError) as exc:
         _fail(exc)
     if _echo_json(rows, as_json):

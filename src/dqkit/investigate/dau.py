@@ -5,7 +5,11 @@
   rejected as invalid, removed as duplicate, dead-lettered (rejected events without a usable
   timestamp, and every event rejected as invalid, count on the day they arrived);
 * **expected late**: users still to arrive, estimated from how late the baseline day's users
-  arrived relative to the same cut-off.
+  arrived relative to the same cut-off (unknown, and 0, where rows carry no load time).
+
+The views read the evidence layer, so any source works; without a quarantine table the
+received DAU is the warehouse DAU, and losses known only from spans are added by
+:mod:`dqkit.investigate.diagnose`.
 
 A user is *lost at a stage* when everything they sent that day was rejected and at least one
 rejection happened at that stage (the first stage in pipeline order wins).
@@ -20,25 +24,24 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from dqkit.db import connect_read_only
+from dqkit.investigate.evidence import Evidence, open_evidence
+from dqkit.names import event_day_sql
 
 STAGE_ORDER = ("validate", "dedup", "warehouse.insert")
 
-_ACTIVITY = """
+_ACTIVITY = f"""
 CREATE OR REPLACE TEMP VIEW activity AS
-SELECT user_id, event_ts, received_at, loaded_at, 'loaded' AS outcome, NULL AS stage, platform, app_version,
-       sdk_version, event_type, coalesce(geo_country, 'unknown') AS country, geo_country, user_country, batch_id, trace_id,
-       NULL AS duplicate_of_trace
-FROM events
+SELECT user_id, event_id, event_ts, received_at, loaded_at, 'loaded' AS outcome, NULL AS stage, platform, app_version,
+       sdk_version, event_type, coalesce(country, 'unknown') AS country, geo_country, user_country, batch_id, trace_id,
+       NULL AS duplicate_of_trace, table_name
+FROM ev_events
 UNION ALL BY NAME
-SELECT {rejected_user} AS user_id, event_ts, received_at, NULL AS loaded_at, 'rejected' AS outcome, stage, platform,
+SELECT user_id, event_id, event_ts, received_at, NULL AS loaded_at, 'rejected' AS outcome, stage, platform,
        app_version, sdk_version, event_type, 'unknown' AS country, NULL AS geo_country, NULL AS user_country, batch_id, trace_id,
-       duplicate_of_trace
-FROM rejected_events WHERE {rejected_user} IS NOT NULL;
+       duplicate_of_trace, NULL AS table_name
+FROM ev_rejected WHERE user_id IS NOT NULL;
 CREATE OR REPLACE TEMP VIEW activity_day AS
--- An event rejected as invalid has no trustworthy timestamp: it counts on the day it arrived.
-SELECT *, CAST(CASE WHEN stage = 'validate' THEN received_at ELSE coalesce(event_ts, received_at) END AS DATE) AS day
-FROM activity;
+SELECT *, {event_day_sql()} AS day FROM activity;
 """
 
 
@@ -50,15 +53,12 @@ class DayCounts:
     lost_by_stage: dict[str, int]
 
 
-def open_activity(warehouse: str | Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection with the ``activity`` views over loaded and rejected events."""
-    con = connect_read_only(warehouse)
-    has_user = con.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'rejected_events' "
-                           "AND column_name = 'user_id'").fetchall()[0][0]
-    # Warehouses from before rejected_events.user_id: take it from the raw payload.
-    raw_user = "coalesce(json_extract_string(raw, '$.user_id'), json_extract_string(raw, '$.userId'))"
-    con.execute(_ACTIVITY.replace("{rejected_user}", f"coalesce(user_id, {raw_user})" if has_user else raw_user))
-    return con
+def open_activity(warehouse: str | Path | Evidence, spans=None, source=None) -> Evidence:
+    """The evidence layer with the ``activity`` and ``activity_day`` views over loaded and
+    quarantined events (quarantined ones only where the source keeps a quarantine table)."""
+    ev = warehouse if isinstance(warehouse, Evidence) else open_evidence(warehouse, spans, source)
+    ev.con.execute(_ACTIVITY)
+    return ev
 
 
 def day_counts(con: duckdb.DuckDBPyConnection, day: date) -> DayCounts:
@@ -85,7 +85,7 @@ def lost_users(con: duckdb.DuckDBPyConnection, day: date) -> pl.DataFrame:
 def expected_late(con: duckdb.DuckDBPyConnection, day: date, baseline: date) -> int:
     """Users of ``day`` likely still to arrive: the share of the baseline day's users who had
     nothing loaded by the same distance past the day's end, applied to ``day``."""
-    as_of = con.execute("SELECT max(loaded_at) FROM events").fetchall()[0][0]
+    as_of = con.execute("SELECT max(loaded_at) FROM ev_events").fetchall()[0][0]
     if as_of is None:
         return 0
     cut = as_of - (datetime.combine(day, datetime.min.time(), tzinfo=as_of.tzinfo) + timedelta(days=1))

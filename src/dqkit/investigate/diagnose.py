@@ -10,13 +10,16 @@ the affected events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from dqkit import names as N
+from dqkit.investigate.evidence import Evidence
+from dqkit.investigate.reconcile import heaviest_run
 from dqkit.investigate.dau import STAGE_ORDER, day_counts, expected_late, lost_users, open_activity, pick_baseline
 
 DIMENSIONS = ("platform", "app_version", "sdk_version", "event_type", "country")
@@ -34,11 +37,15 @@ class Diagnosis:
     decomposition: dict
     findings: list[dict]
     verdict: str
+    source: str = "dqkit"
+    unknown: list[str] = field(default_factory=list)
+    """What the source could not tell, one sentence each."""
 
     def to_dict(self) -> dict:
         return {"day": self.day.isoformat(), "baseline_day": self.baseline_day.isoformat(),
                 "baseline_reason": self.baseline_reason, "verdict": self.verdict, "dau": self.dau,
-                "decomposition": self.decomposition, "findings": self.findings}
+                "decomposition": self.decomposition, "findings": self.findings, "source": self.source,
+                "unknown": self.unknown}
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -97,7 +104,12 @@ def _excess_hours(con, affected: pl.DataFrame, where: str, baseline: date, ratio
         lambda st: pl.Series([_significant(r["len"], r["n"]) for r in st.to_list()]), return_dtype=pl.Boolean))["hour"]
     if hot.is_empty():
         return hours.drop("hour")
-    lo, hi = hot.min(), hot.max()
+    # The window is the contiguous run of hours holding most of the excess: one chance hour far
+    # from the incident cannot stretch it.
+    day_hours = pl.DataFrame({"hour": list(range(24))}, schema={"hour": hours.schema["hour"]})
+    excess = day_hours.join(per, on="hour", how="left").with_columns(
+        excess=(pl.col("len").fill_null(0) - pl.col("n").fill_null(0)).clip(lower_bound=0))
+    lo, hi = heaviest_run(excess, "excess", "hour")
     return hours.filter(pl.col("hour").is_between(lo, hi)).drop("hour")
 
 
@@ -112,16 +124,24 @@ def _activity(con, day: date, where: str = "true") -> pl.DataFrame:
     return con.sql(f"SELECT * FROM activity_day WHERE day = ? AND ({where})", params=[day]).pl()
 
 
-def diagnose(warehouse: str | Path, spans=None, day: date | str | None = None, baseline_day: date | str | None = None) -> Diagnosis:
+def diagnose(warehouse: str | Path, spans=None, day: date | str | None = None, baseline_day: date | str | None = None,
+             source=None) -> Diagnosis:
     """Explain the DAU change on ``day`` against ``baseline_day`` (picked when not given).
 
-    ``spans`` (optional: loaded spans or export paths) attribute delays to a pipeline stage.
+    ``spans`` (optional: loaded spans or export paths) attribute delays to a pipeline stage, and
+    for a source without a quarantine table they are the only witness of validation rejects
+    and failed inserts. ``source`` says what the warehouse's tables mean (see
+    :mod:`dqkit.investigate.source`); detected when not given.
     """
-    con = open_activity(warehouse)
+    ev = open_activity(warehouse, spans, source)
     try:
-        return _diagnose(con, spans, _as_date(day) if day else _latest(con), _as_date(baseline_day) if baseline_day else None)
+        con = ev.con
+        found = _diagnose(ev, _as_date(day) if day else _latest(con), _as_date(baseline_day) if baseline_day else None)
+        found.unknown = ev.missing()
+        found.source = ev.source.name
+        return found
     finally:
-        con.close()
+        ev.close()
 
 
 def _as_date(d) -> date:
@@ -132,7 +152,8 @@ def _latest(con) -> date:
     return con.execute("SELECT max(day) FROM activity_day WHERE outcome = 'loaded'").fetchall()[0][0]
 
 
-def _diagnose(con: duckdb.DuckDBPyConnection, spans, day: date, baseline: date | None) -> Diagnosis:
+def _diagnose(ev: Evidence, day: date, baseline: date | None) -> Diagnosis:
+    con, spans = ev.con, ev.spans
     reason = "given"
     if baseline is None:
         baseline, reason = pick_baseline(con, day)
@@ -149,6 +170,14 @@ def _diagnose(con: duckdb.DuckDBPyConnection, spans, day: date, baseline: date |
     parts = {s: -(d.lost_by_stage[s] - b.lost_by_stage[s]) for s in STAGE_ORDER}
     parts["late_arrival"] = -late
     parts["real_change"] = (d.received + late) - b.received
+    # Losses only the spans saw (no quarantine table): their users are estimated, and moved out
+    # of the real change into the stage that lost them.
+    span_found = _span_findings(ev, day, baseline) if ev.has_spans and not ev.has_quarantine else []
+    for f in span_found:
+        if f.get("users"):
+            parts[f["stage"]] = parts.get(f["stage"], 0) - f["users"]
+            parts["real_change"] += f["users"]
+            f["dau_impact_pct"] = round(-f["users"] / base_dau * 100, 2)
     decomposition = {"total_change": change, "parts": parts, "adds_up": sum(parts.values()) == change,
                      # Counted in DAU but with degraded data: users with loaded events lacking geo or profile.
                      "degraded_users": {
@@ -157,7 +186,7 @@ def _diagnose(con: duckdb.DuckDBPyConnection, spans, day: date, baseline: date |
                              f"FROM activity_day WHERE outcome = 'loaded' AND {col} IS NULL", [day, baseline]).fetchall()[0])}
                          for stage, col in (("enrich.geo_ip", "geo_country"), ("enrich.user_profile", "user_country"))}}
 
-    findings: list[dict] = []
+    findings: list[dict] = list(span_found)
     lost_d = lost_users(con, day)
     # Drops at a stage: excess rejected events (and users wholly lost) over the baseline.
     vol_d = max(con.execute("SELECT count(*) FROM activity_day WHERE day = ?", [day]).fetchall()[0][0], 1)
@@ -284,13 +313,116 @@ def _real_segment(con, day: date, baseline: date) -> tuple[dict, int]:
     return best
 
 
-def _delay_stage(spans, hit: pl.DataFrame) -> str:
-    """Which pipeline stage held the delayed batches longest, from their spans."""
-    if spans is None:
-        return "queue"
-    from dqkit.investigate.spans import SpanData, load_spans
+_SEGMENT_COLS = ("platform", "app_version", "sdk_version", "country")
 
-    sd = spans if isinstance(spans, SpanData) else load_spans(spans)
+
+def _span_findings(ev: Evidence, day: date, baseline: date) -> list[dict]:
+    """Losses known only from spans: validation rejects per client segment and hour (validate
+    spans), failed inserts per table and window (insert spans)."""
+    out: list[dict] = []
+    b = ev.sql("SELECT *, CAST(received_at AS DATE) AS day, hour(received_at) AS hour FROM ev_batches "
+               "WHERE CAST(received_at AS DATE) IN (?, ?)", [day, baseline])
+    bd, bb = b.filter(pl.col("day") == day), b.filter(pl.col("day") == baseline)
+    rec_d, rec_b = max(int(bd["received"].sum() or 0), 1), max(int(bb["received"].sum() or 0), 1)
+    inv_d, inv_b = int(bd["invalid"].sum() or 0), int(bb["invalid"].sum() or 0)
+    expected = inv_b * rec_d / rec_b
+    if _significant(inv_d, expected, rec_d):
+        seg = _weighted_segment(bd, bb, "invalid", rec_d / rec_b)
+        cond = pl.all_horizontal([pl.col(k) == v for k, v in seg.items()]) if seg else pl.lit(True)
+        per_hour = _hourly_excess(bd.filter(cond), bb.filter(cond), "invalid", rec_d / rec_b)
+        lo, hi = heaviest_run(per_hour, "excess", "hour") or (0, 23)
+        window = _hour_window(day, lo, hi)
+        users = _users_gone(ev, day, baseline, seg, lo, hi)
+        n = int(bd.filter(cond & pl.col("hour").is_between(lo, hi))["invalid"].sum())
+        out.append({
+            "stage": "validate", "kind": "drop", "segment": seg, "window": window, "events": n, "users": users,
+            "users_estimated": True, "dau_impact_pct": 0.0, "confidence": _confidence(inv_d - expected, expected),
+            "evidence": f"validate spans: {inv_d:,} events rejected on {day} against about {expected:,.0f} at the baseline's "
+                        f"rate; no quarantine table says whose they were, so about {users:,} users lost is estimated from "
+                        f"the segment's users in that window on {baseline}.",
+        })
+    fails = ev.sql("""SELECT table_name, CAST(start_at AS DATE) AS day, hour(start_at) AS hour, sum(row_count)::BIGINT AS rows
+                      FROM ev_inserts WHERE NOT success AND CAST(start_at AS DATE) IN (?, ?) GROUP BY ALL""", [day, baseline])
+    loaded = ev.sql("SELECT CAST(start_at AS DATE) AS day, sum(row_count)::BIGINT AS n FROM ev_inserts "
+                    "WHERE CAST(start_at AS DATE) IN (?, ?) GROUP BY ALL", [day, baseline])
+    vol = {r["day"]: r["n"] for r in loaded.iter_rows(named=True)}
+    ratio = (vol.get(day) or 1) / max(vol.get(baseline) or 1, 1)
+    for table in sorted(fails.filter(pl.col("day") == day)["table_name"].unique().to_list()):
+        fd = fails.filter((pl.col("day") == day) & (pl.col("table_name") == table))
+        fb = fails.filter((pl.col("day") == baseline) & (pl.col("table_name") == table))
+        got, exp = int(fd["rows"].sum()), int(fb["rows"].sum()) * ratio
+        if not _significant(got, exp):
+            continue
+        per_hour = _hourly_excess(fd, fb, "rows", ratio)
+        lo, hi = heaviest_run(per_hour, "excess", "hour") or (0, 23)
+        etype = table.removeprefix("events_")
+        out.append({
+            "stage": "warehouse.insert", "kind": "drop", "segment": {"event_type": etype}, "window": _hour_window(day, lo, hi),
+            "events": int(fd.filter(pl.col("hour").is_between(lo, hi))["rows"].sum()), "users": 0, "users_estimated": True,
+            "dau_impact_pct": 0.0, "confidence": _confidence(got - exp, exp), "tables": [table],
+            "evidence": f"insert spans: {got:,} rows of {table} failed to insert on {day} ({N.INSERT_SUCCESS} = false) and "
+                        "no dead-letter table holds them; users with other events still count in DAU.",
+        })
+    return out
+
+
+def _weighted_segment(day: pl.DataFrame, base: pl.DataFrame, col: str, ratio: float) -> dict:
+    """Greedy narrowest segment holding most of the excess of ``col`` over the baseline."""
+    seg: dict = {}
+    d, b = day, base
+    for dim in _SEGMENT_COLS:
+        if d.is_empty():
+            break
+        g = d.group_by(dim).agg(pl.col(col).sum().alias("n")).join(
+            b.group_by(dim).agg(pl.col(col).sum().alias("m")), on=dim, how="left").with_columns(
+            excess=(pl.col("n") - pl.col("m").fill_null(0) * ratio).clip(lower_bound=0)).sort("excess", dim, descending=[True, False])
+        total = float(g["excess"].sum())
+        if total <= 0:
+            break
+        value, share = g[dim][0], float(g["excess"][0]) / total
+        if value is not None and value != "unknown" and share >= SEGMENT_SHARE:
+            seg[dim] = value
+            d, b = d.filter(pl.col(dim) == value), b.filter(pl.col(dim) == value)
+    return seg
+
+
+def _hourly_excess(day: pl.DataFrame, base: pl.DataFrame, col: str, ratio: float) -> pl.DataFrame:
+    hours = pl.DataFrame({"hour": list(range(24))}, schema={"hour": pl.Int64})
+    d = day.group_by("hour").agg(pl.col(col).sum().alias("n")).cast({"hour": pl.Int64})
+    b = base.group_by("hour").agg(pl.col(col).sum().alias("m")).cast({"hour": pl.Int64})
+    return hours.join(d, on="hour", how="left").join(b, on="hour", how="left").with_columns(
+        excess=(pl.col("n").fill_null(0) - pl.col("m").fill_null(0) * ratio).clip(lower_bound=0))
+
+
+def _hour_window(day: date, lo: int, hi: int) -> dict:
+    start = datetime.combine(day, datetime.min.time()) + timedelta(hours=lo)
+    end = datetime.combine(day, datetime.min.time()) + timedelta(hours=hi + 1)
+    return {"start": start.isoformat() + "Z", "end": end.isoformat() + "Z"}
+
+
+def _users_gone(ev: Evidence, day: date, baseline: date, seg: dict, lo: int, hi: int) -> int:
+    """Users of the segment active in the window on the baseline day but not loaded on ``day``
+    (scaled to the day's volume outside the window): an estimate of users wholly lost."""
+    cols = {"platform": "platform", "app_version": "app_version", "sdk_version": "sdk_version", "country": "country"}
+    where = " AND ".join(f"{cols[k]} = ?" for k in seg) or "true"
+    params = list(seg.values())
+    q = f"""SELECT count(DISTINCT user_id) FILTER (WHERE day = ? AND hour(event_ts) BETWEEN ? AND ?),
+                   count(DISTINCT user_id) FILTER (WHERE day = ? AND hour(event_ts) BETWEEN ? AND ?)
+            FROM activity_day WHERE outcome = 'loaded' AND {where}"""
+    in_b, in_d = ev.con.execute(q, [baseline, lo, hi, day, lo, hi] + params).fetchall()[0]
+    # Users of the segment whose activity on the day lies wholly within the window are the ones
+    # DAU loses; estimate them from the baseline's users who were active only then.
+    only_b = ev.con.execute(f"""
+        SELECT count(*) FROM (SELECT user_id, bool_and(hour(event_ts) BETWEEN ? AND ?) AS inside
+                              FROM activity_day WHERE outcome = 'loaded' AND day = ? AND {where} GROUP BY user_id)
+        WHERE inside""", [lo, hi, baseline] + params).fetchall()[0][0]
+    return int(max(0, min(only_b, in_b - in_d))) if in_b else 0
+
+
+def _delay_stage(sd, hit: pl.DataFrame) -> str:
+    """Which pipeline stage held the delayed batches longest, from their spans."""
+    if sd is None or hit["trace_id"].null_count() == hit.height:
+        return "queue"
     traces = hit.select("trace_id").unique()
     sd.con.register("_slow", traces.to_arrow())
     try:

@@ -177,8 +177,7 @@ def open_evidence(warehouse: str | Path, spans: SpanData | str | Path | list | N
         _define_warehouse(ev)
         if sd is not None:
             define_span_relations(con)
-            paths = [spans] if isinstance(spans, (str, Path)) else (list(spans) if isinstance(spans, (list, tuple)) else [])
-            ev.metric_points = M.load_metrics(con, M.metric_files(paths)) if paths else 0
+            ev.metric_points = M.load_metrics(con, M.metric_files(list(sd.files)))
         else:
             for name, cols in (("ev_batches", _BATCH_COLUMNS), ("ev_inserts", _INSERT_COLUMNS), ("ev_enrich", _ENRICH_COLUMNS)):
                 con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {_empty(cols)}")

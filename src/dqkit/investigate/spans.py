@@ -138,6 +138,8 @@ class SpanData:
     con: duckdb.DuckDBPyConnection
     unusable_spans: int = 0
     """Spans without a valid trace or span id (not joinable to anything; counted, not kept)."""
+    files: tuple[Path, ...] = ()
+    """The files the spans were read from (metrics exports beside them are found from these)."""
 
     def frame(self, table: str) -> pl.DataFrame:
         return self.con.sql(f"SELECT * FROM {table}").pl()
@@ -330,7 +332,7 @@ def load_spans(
         unusable = _load(con, files, memory_limit, _ATTRS_FAST)
     except _IrregularAttributes:
         unusable = _load(con, files, memory_limit, _ATTRS_CAREFUL)
-    return SpanData(con, unusable)
+    return SpanData(con, unusable, tuple(files))
 
 
 def _load(con: duckdb.DuckDBPyConnection, files: list[Path], memory_limit: str, attrs_macro: str) -> int:

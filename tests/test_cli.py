@@ -38,3 +38,70 @@ def test_demo_runs_and_reruns_idempotently(tmp_path):
     assert re.search(r"unaccounted\s+0\n", out.stdout), out.stdout
     again = dqkit("demo", "--out", str(tmp_path / "demo"), "--events", "3000", "--users", "200")
     assert "skipped" in again.stdout and re.search(r"received\s+0\n", again.stdout), again.stdout
+
+
+# -- unusable warehouse files: one line, exit 2, for every command that opens one ---------------
+
+import pytest
+from click.testing import CliRunner
+
+from dqkit.cli import main
+
+
+def cli(*args):
+    """Run the CLI in-process; stderr is kept apart from stdout."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(res, *words):
+    assert res.exit_code == 2, (res.exit_code, res.stdout, res.stderr)
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    err = res.stderr.strip()
+    assert err.startswith("dqkit: error: ") and "\n" not in err and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory):
+    """A real warehouse and telemetry folder from a small replay."""
+    from dqkit.pipeline.run import replay
+
+    d = tmp_path_factory.mktemp("replayed")
+    sample = write_lines(d / "s.ndjson", [batch(f"b-{i}", [event(f"e{i}-{j}", user=f"u_{j}") for j in range(5)])
+                                          for i in range(20)])
+    replay(sample, d / "wh.duckdb", d / "tel")
+    return d
+
+
+def _commands(wh, tel, sample):
+    return {
+        "replay": ["replay", sample, "-w", wh, "-t", tel.parent / "tel2"],
+        "reconcile": ["reconcile", "-w", wh, "-s", tel],
+        "diagnose": ["diagnose", "-w", wh, "--day", "2026-11-20"],
+        "explain": ["explain", "-w", wh, "--event-id", "e1-1"],
+    }
+
+
+@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain"])
+def test_truncated_warehouse_is_one_line_error(replayed, tmp_path, command):
+    cut = tmp_path / "cut.duckdb"
+    cut.write_bytes((replayed / "wh.duckdb").read_bytes()[:1000])
+    err = one_line_error(cli(*_commands(cut, replayed / "tel", replayed / "s.ndjson")[command]),
+                         str(cut), "is not a DuckDB database", "pass the .duckdb file")
+    assert "IO Error" not in err
+    assert cut.stat().st_size == 1000  # nothing was written over it
+
+
+@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain"])
+def test_other_kind_of_file_as_warehouse_is_one_line_error(replayed, tmp_path, command):
+    other = tmp_path / "notes.duckdb"
+    other.write_text("not a database\n")
+    one_line_error(cli(*_commands(other, replayed / "tel", replayed / "s.ndjson")[command]), "is not a DuckDB database")
+
+
+@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain"])
+def test_directory_as_warehouse_says_so(replayed, command):
+    one_line_error(cli(*_commands(replayed, replayed / "tel", replayed / "s.ndjson")[command]),
+                   "is a directory", "pass the .duckdb file inside it")

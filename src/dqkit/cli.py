@@ -224,7 +224,7 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json) -> None:
             except ValueError:
                 raise click.BadParameter(f"--as-of {as_of!r} is not ISO-8601, e.g. 2026-11-20T23:59:59Z") from None
             when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        if not Path(warehouse).is_file():
+        if not Path(warehouse).exists():
             raise DqkitError(f"warehouse {str(warehouse)!r} does not exist; pass the DuckDB file a replay wrote")
         result = run(warehouse, list(spans), as_of=when, flight_window=window)
     except (DqkitError, click.BadParameter) as exc:

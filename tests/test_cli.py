@@ -105,3 +105,19 @@ def test_other_kind_of_file_as_warehouse_is_one_line_error(replayed, tmp_path, c
 def test_directory_as_warehouse_says_so(replayed, command):
     one_line_error(cli(*_commands(replayed, replayed / "tel", replayed / "s.ndjson")[command]),
                    "is a directory", "pass the .duckdb file inside it")
+
+
+@pytest.mark.parametrize("command", ["diagnose", "reconcile"])
+def test_missing_span_export_is_named(replayed, tmp_path, command):
+    args = [command, "-w", replayed / "wh.duckdb", "-s", replayed / "tel", "-s", tmp_path / "nope"]
+    if command == "diagnose":
+        args += ["--day", "2026-11-20"]
+    one_line_error(cli(*args), str(tmp_path / "nope"), "not found")
+    (tmp_path / "empty").mkdir()
+    one_line_error(cli(*[a if a != tmp_path / "nope" else tmp_path / "empty" for a in args]), "no traces*.json")
+
+
+def test_diagnose_reads_the_spans_it_is_given(replayed):
+    res = cli("diagnose", "-w", replayed / "wh.duckdb", "-s", replayed / "tel", "--day", "2026-11-20", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["dau"]["warehouse"] == 5

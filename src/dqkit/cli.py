@@ -16,6 +16,19 @@ def _fail(exc: Exception) -> None:
     sys.exit(2)
 
 
+def _span_paths(ctx, param, value):
+    """Check span exports when the command starts: one a command reads only for some findings
+    would otherwise be ignored when it is missing."""
+    from dqkit.investigate.spans import _files
+
+    paths = value if isinstance(value, tuple) else (value,) if value else ()
+    try:
+        _files(list(paths))
+    except DqkitError as exc:
+        _fail(exc)
+    return value
+
+
 def _echo_json(doc, as_json: bool) -> bool:
     """Print ``doc`` as JSON when ``--json`` was given (the commands' machine-readable form)."""
     if as_json:
@@ -198,7 +211,7 @@ def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> 
 
 @main.command()
 @click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
-@click.option("--spans", "-s", "spans", required=True, multiple=True, type=click.Path(path_type=Path),
+@click.option("--spans", "-s", "spans", required=True, multiple=True, type=click.Path(path_type=Path), callback=_span_paths,
               help="OTLP/JSON span export (file or telemetry folder); repeat for several.")
 @click.option("--as-of", help="The moment to reconcile at (ISO-8601, UTC); default: the end of the last span.")
 @click.option("--flight-window", default="1h", show_default=True,
@@ -248,7 +261,7 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json) -> None:
 
 @main.command()
 @click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
-@click.option("--spans", "-s", "spans", multiple=True, type=click.Path(path_type=Path),
+@click.option("--spans", "-s", "spans", multiple=True, type=click.Path(path_type=Path), callback=_span_paths,
               help="OTLP/JSON span export (file or folder), to say which stage delayed events; repeatable.")
 @click.option("--day", required=True, help="The day to explain (YYYY-MM-DD, UTC).")
 @click.option("--baseline-day", help="The day to compare with; default: the same weekday a week before, else the day before.")

@@ -121,3 +121,24 @@ def test_diagnose_reads_the_spans_it_is_given(replayed):
     res = cli("diagnose", "-w", replayed / "wh.duckdb", "-s", replayed / "tel", "--day", "2026-11-20", "--json")
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["dau"]["warehouse"] == 5
+
+
+@pytest.mark.parametrize("command", [
+    ["diagnose", "--day"], ["diagnose", "--day", "2026-11-20", "--baseline-day"],
+    ["explain", "--user-id", "u_1", "--day"], ["report", "--day"],
+])
+def test_a_day_in_another_format_gets_the_format_hint(replayed, tmp_path, command):
+    args = [*command, "11-27-2026"]
+    if command[0] != "report":
+        args += ["-w", replayed / "wh.duckdb"]
+    else:
+        args += ["--out", tmp_path / "rep"]
+    option = command[-1]
+    one_line_error(cli(*args), f"{option} '11-27-2026'", "YYYY-MM-DD", "e.g. 2026-11-20")
+    assert not (tmp_path / "rep").exists()
+
+
+def test_explain_user_day_still_works(replayed):
+    res = cli("explain", "-w", replayed / "wh.duckdb", "--user-id", "u_1", "--day", "2026-11-20", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert {r["event_id"] for r in json.loads(res.stdout)} == {f"e{i}-1" for i in range(20)}

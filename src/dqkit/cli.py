@@ -29,6 +29,19 @@ def _span_paths(ctx, param, value):
     return value
 
 
+def _day(ctx, param, value):
+    """A ``YYYY-MM-DD`` option as a date (None when not given); anything else is a one-line error
+    that shows the format."""
+    from datetime import date
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        _fail(ValueError(f"--{param.name.replace('_', '-')} {value!r} is not a day; use YYYY-MM-DD (UTC), e.g. 2026-11-20"))
+
+
 def _echo_json(doc, as_json: bool) -> bool:
     """Print ``doc`` as JSON when ``--json`` was given (the commands' machine-readable form)."""
     if as_json:
@@ -263,8 +276,8 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json) -> None:
 @click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
 @click.option("--spans", "-s", "spans", multiple=True, type=click.Path(path_type=Path), callback=_span_paths,
               help="OTLP/JSON span export (file or folder), to say which stage delayed events; repeatable.")
-@click.option("--day", required=True, help="The day to explain (YYYY-MM-DD, UTC).")
-@click.option("--baseline-day", help="The day to compare with; default: the same weekday a week before, else the day before.")
+@click.option("--day", required=True, callback=_day, help="The day to explain (YYYY-MM-DD, UTC).")
+@click.option("--baseline-day", callback=_day, help="The day to compare with; default: the same weekday a week before, else the day before.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON (the documented contract).")
 def diagnose(warehouse, spans, day, baseline_day, as_json) -> None:
     """Is the DAU change on --day real, or did the pipeline lose or delay users?
@@ -272,17 +285,10 @@ def diagnose(warehouse, spans, day, baseline_day, as_json) -> None:
     Decomposes the change against the baseline into users lost at each stage, users expected to
     arrive late and a real change; ranks findings with the stage, segment and window that explain them.
     """
-    from datetime import date as _date
-
     from dqkit.investigate.diagnose import diagnose as run
 
     try:
-        d = _date.fromisoformat(day)
-        b = _date.fromisoformat(baseline_day) if baseline_day else None
-    except ValueError as exc:
-        _fail(ValueError(f"--day/--baseline-day must look like 2026-11-20: {exc}"))
-    try:
-        result = run(warehouse, list(spans) or None, d, b)
+        result = run(warehouse, list(spans) or None, day, baseline_day)
     except DqkitError as exc:
         _fail(exc)
     doc = result.to_dict()
@@ -304,7 +310,7 @@ def diagnose(warehouse, spans, day, baseline_day, as_json) -> None:
 @click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
 @click.option("--event-id", help="Explain this event id.")
 @click.option("--user-id", help="Explain this user's events (with --day).")
-@click.option("--day", help="Day for --user-id (YYYY-MM-DD, UTC).")
+@click.option("--day", callback=_day, help="Day for --user-id (YYYY-MM-DD, UTC).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def explain(warehouse, event_id, user_id, day, as_json) -> None:
     """List every decision that touched an event, or a user's events on a day."""
@@ -327,7 +333,7 @@ def explain(warehouse, event_id, user_id, day, as_json) -> None:
 
 
 @main.command()
-@click.option("--day", help="Day to report on (YYYY-MM-DD, UTC); default: yesterday.")
+@click.option("--day", callback=_day, help="Day to report on (YYYY-MM-DD, UTC); default: yesterday.")
 @click.option("--warehouse", "-w", type=click.Path(path_type=Path), help="DuckDB warehouse (default: a demo replay).")
 @click.option("--spans", "-s", type=click.Path(path_type=Path), help="Span export: traces.jsonl or the telemetry folder.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dqkit-report"), show_default=True,
@@ -357,7 +363,7 @@ def report(day, warehouse, spans, out, params) -> None:
         click.echo("dqkit: error: pass both --warehouse and --spans, or neither for the demo", err=True)
         sys.exit(EXIT_USAGE)
     try:
-        code, doc = run_report(day or yesterday(), warehouse or "", spans or "", out, kv)
+        code, doc = run_report(day.isoformat() if day else yesterday(), warehouse or "", spans or "", out, kv)
     except DqkitError as exc:
         click.echo(f"dqkit: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

@@ -142,3 +142,18 @@ def test_explain_user_day_still_works(replayed):
     res = cli("explain", "-w", replayed / "wh.duckdb", "--user-id", "u_1", "--day", "2026-11-20", "--json")
     assert res.exit_code == 0, res.stderr
     assert {r["event_id"] for r in json.loads(res.stdout)} == {f"e{i}-1" for i in range(20)}
+
+
+@pytest.mark.parametrize("flag", ["-s", "--spans", "-t", "--telemetry"])
+def test_readers_of_telemetry_take_either_flag(replayed, flag):
+    res = cli("reconcile", "-w", replayed / "wh.duckdb", flag, replayed / "tel", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["totals"]["received"] == 100
+    res = cli("diagnose", "-w", replayed / "wh.duckdb", flag, replayed / "tel", "--day", "2026-11-20", "--json")
+    assert res.exit_code == 0, res.stderr
+
+
+def test_report_help_shows_both_telemetry_flags():
+    for command in ("reconcile", "diagnose", "report"):
+        text = cli(command, "--help").stdout
+        assert "-s, -t, --spans, --telemetry PATH" in text, text

@@ -224,8 +224,8 @@ def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> 
 
 @main.command()
 @click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
-@click.option("--spans", "-s", "spans", required=True, multiple=True, type=click.Path(path_type=Path), callback=_span_paths,
-              help="OTLP/JSON span export (file or telemetry folder); repeat for several.")
+@click.option("--spans", "-s", "--telemetry", "-t", "spans", required=True, multiple=True, type=click.Path(path_type=Path),
+              callback=_span_paths, help="OTLP/JSON span export (file or telemetry folder); repeat for several.")
 @click.option("--as-of", help="The moment to reconcile at (ISO-8601, UTC); default: the end of the last span.")
 @click.option("--flight-window", default="1h", show_default=True,
               help="Unloaded events of batches this recent (before --as-of) count as in flight, not lost.")
@@ -274,8 +274,8 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json) -> None:
 
 @main.command()
 @click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
-@click.option("--spans", "-s", "spans", multiple=True, type=click.Path(path_type=Path), callback=_span_paths,
-              help="OTLP/JSON span export (file or folder), to say which stage delayed events; repeatable.")
+@click.option("--spans", "-s", "--telemetry", "-t", "spans", multiple=True, type=click.Path(path_type=Path),
+              callback=_span_paths, help="OTLP/JSON span export (file or folder), to say which stage delayed events; repeatable.")
 @click.option("--day", required=True, callback=_day, help="The day to explain (YYYY-MM-DD, UTC).")
 @click.option("--baseline-day", callback=_day, help="The day to compare with; default: the same weekday a week before, else the day before.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON (the documented contract).")
@@ -335,7 +335,8 @@ def explain(warehouse, event_id, user_id, day, as_json) -> None:
 @main.command()
 @click.option("--day", callback=_day, help="Day to report on (YYYY-MM-DD, UTC); default: yesterday.")
 @click.option("--warehouse", "-w", type=click.Path(path_type=Path), help="DuckDB warehouse (default: a demo replay).")
-@click.option("--spans", "-s", type=click.Path(path_type=Path), help="Span export: traces.jsonl or the telemetry folder.")
+@click.option("--spans", "-s", "--telemetry", "-t", "spans", type=click.Path(path_type=Path),
+              help="Span export: traces.jsonl or the telemetry folder.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dqkit-report"), show_default=True,
               help="Folder for the executed notebook, the HTML report and findings.json.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",

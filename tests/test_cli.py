@@ -157,3 +157,24 @@ def test_report_help_shows_both_telemetry_flags():
     for command in ("reconcile", "diagnose", "report"):
         text = cli(command, "--help").stdout
         assert "-s, -t, --spans, --telemetry PATH" in text, text
+
+
+def test_max_event_age_lets_a_backfill_load(tmp_path):
+    # Stamped 60 days before the batch arrived: ancient under the default 30 days.
+    sample = write_lines(tmp_path / "old.ndjson", [batch("b-1", [event("e1", ts="2026-09-21T10:00:00Z"),
+                                                                 event("e2", ts="2025-09-21T10:00:00Z")])])
+    res = cli("replay", sample, "-w", tmp_path / "a.duckdb", "-t", tmp_path / "ta", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["ledger"]["invalid"] == 2
+    res = cli("replay", sample, "-w", tmp_path / "b.duckdb", "-t", tmp_path / "tb", "--max-event-age", "90d", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["ledger"] == {"received": 2, "loaded": 1, "invalid": 1, "duplicate": 0,
+                                                     "dead_lettered": 0, "in_flight": 0, "unaccounted": 0}
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "b.duckdb"), read_only=True)
+    assert con.execute("SELECT event_id, reason FROM rejected_events").fetchall() == [("e2", "ancient_timestamp")]
+    con.close()
+    one_line_error(cli("replay", sample, "-w", tmp_path / "c.duckdb", "-t", tmp_path / "tc", "--max-event-age", "a year"),
+                   "--max-event-age='a year'", "e.g. 90s")
+    assert "--max-event-age" in cli("replay", "--help").stdout

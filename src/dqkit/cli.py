@@ -81,12 +81,16 @@ def main() -> None:
 @click.option("--chunk-lines", default=10_000, show_default=True,  # = readers.DEFAULT_CHUNK_LINES (not imported: --help stays fast)
                help="Client batches processed together (bounds memory; a chunk also ends after 32 MB of input). Up to three chunks are in memory at once: one being read, one in the stages, one having its spans written.")
 @click.option("--load-interval", default=60.0, show_default=True, help="Warehouse load cadence in seconds, on the replay clock.")
+@click.option("--max-event-age", default="30d", show_default=True, metavar="DURATION",
+              help="Events stamped longer than this before their batch arrived are quarantined as ancient_timestamp; "
+                   "raise it (e.g. 400d) to replay a backfill.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME[:key=value,...]",
               help="Inject a pipeline fault (repeatable); grammar below.")
 @click.option("--truth", type=click.Path(path_type=Path),
               help="Where to write what the faults did (JSON); default: next to the warehouse, *.faults.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_interval, faults, truth, as_json) -> None:
+def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_interval, max_event_age, faults, truth,
+           as_json) -> None:
     """Replay SAMPLE (NDJSON[.gz] of native or Segment batches, or flat Parquet) into the warehouse.
 
     Every event is accounted for: loaded, rejected as invalid, removed as duplicate,
@@ -107,9 +111,11 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
     from tqdm import tqdm
 
     from dqkit.events.readers import sample_size
+    from dqkit.events.schema import ValidationLimits
     from dqkit.pipeline.faults import parse_fault
     from dqkit.pipeline.run import ReplayConfig
     from dqkit.pipeline.run import replay as run_replay
+    from dqkit.spec import parse_duration
 
     if chunk_lines < 1:
         _fail(ValueError("--chunk-lines must be at least 1"))
@@ -117,6 +123,7 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
         _fail(ValueError("--load-interval must be a positive number of seconds"))
     try:
         parsed = tuple(parse_fault(f) for f in faults)
+        limits = ValidationLimits(max_age_s=parse_duration(max_event_age, "--max-event-age").total_seconds())
         truth_path = truth or (Path(warehouse).with_suffix(".faults.json") if parsed else None)
         total = sample_size(sample) if Path(sample).is_file() else None
         with tqdm(total=total, unit="B", unit_scale=True, desc="replay", disable=as_json or None, file=sys.stderr) as bar:
@@ -126,7 +133,8 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
 
             result = run_replay(sample, warehouse, telemetry, profiles=profiles, geoip=geoip,
                                 config=ReplayConfig(chunk_lines=chunk_lines, load_interval_s=load_interval,
-                                                    faults=parsed, truth_path=truth_path), progress=progress)
+                                                    faults=parsed, truth_path=truth_path, limits=limits),
+                                progress=progress)
     except DqkitError as exc:
         _fail(exc)
     _print_result(result, as_json)

@@ -178,3 +178,34 @@ def test_max_event_age_lets_a_backfill_load(tmp_path):
     one_line_error(cli("replay", sample, "-w", tmp_path / "c.duckdb", "-t", tmp_path / "tc", "--max-event-age", "a year"),
                    "--max-event-age='a year'", "e.g. 90s")
     assert "--max-event-age" in cli("replay", "--help").stdout
+
+
+# -- a fault or scenario that matched nothing is a typo until shown otherwise -------------------
+
+def test_fault_that_matches_nothing_is_named_and_exits_4(replayed, tmp_path):
+    sample = replayed / "s.ndjson"
+    windows = "geoip_outage:platform=windows"
+    early = "profile_outage:start=2020-01-01T00:00:00Z,duration=1h"
+    res = cli("replay", sample, "-w", tmp_path / "w.duckdb", "-t", tmp_path / "t", "--json",
+              "--fault", windows, "--fault", early, "--fault", "geoip_outage:platform=ios")
+    assert res.exit_code == 4, (res.stdout, res.stderr)
+    doc = json.loads(res.stdout)  # the run is complete and reported
+    assert doc["ledger"]["loaded"] == 100
+    assert {f["spec"]: f["events"] for f in doc["faults"]} == {windows: 0, early: 0, "geoip_outage:platform=ios": 100}
+    warnings = res.stderr.strip().splitlines()
+    assert warnings == [f"dqkit: warning: --fault {windows!r} matched no events; check its window and platform against the sample",
+                        f"dqkit: warning: --fault {early!r} matched no events; check its window and platform against the sample"]
+    ok = cli("replay", sample, "-w", tmp_path / "w2.duckdb", "-t", tmp_path / "t2", "--fault", "geoip_outage:platform=ios")
+    assert ok.exit_code == 0 and "warning" not in ok.stderr, ok.stderr
+
+
+def test_scenario_that_matches_nothing_is_named_and_exits_4(tmp_path):
+    spec = "sdk_bad_timestamps:platform=windows"
+    res = cli("generate", "--out", tmp_path / "g", "--events", "500", "--users", "50", "--scenario", spec,
+              "--scenario", "bot_burst:magnitude=2")
+    assert res.exit_code == 4, (res.stdout, res.stderr)
+    assert (tmp_path / "g" / "events.ndjson.gz").is_file()
+    assert res.stderr.strip() == (f"dqkit: warning: --scenario {spec!r} matched no events; check its window and segment "
+                                  "against the sample")
+    truth = json.loads((tmp_path / "g" / "truth.json").read_text())
+    assert [s["events"] > 0 for s in truth["scenarios"]] == [False, True]

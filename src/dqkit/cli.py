@@ -11,9 +11,24 @@ import click
 from dqkit.errors import DqkitError
 
 
+EXIT_NOTHING_MATCHED = 4
+"""replay/generate: the run finished, but a --fault or --scenario matched no events."""
+
+
 def _fail(exc: Exception) -> None:
     click.echo(f"dqkit: error: {exc}", err=True)
     sys.exit(2)
+
+
+def _warn_unmatched(option: str, items: list[dict]) -> None:
+    """A spec that touched no event is almost always a typo in its segment or window: say so on
+    stderr and exit :data:`EXIT_NOTHING_MATCHED` (the run itself is complete and kept)."""
+    unmatched = [it for it in items if not it["events"]]
+    for it in unmatched:
+        click.echo(f"dqkit: warning: {option} {it['spec']!r} matched no events; check its window and "
+                   f"{'platform' if option == '--fault' else 'segment'} against the sample", err=True)
+    if unmatched:
+        sys.exit(EXIT_NOTHING_MATCHED)
 
 
 def _span_paths(ctx, param, value):
@@ -106,6 +121,7 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
       table     events_<type> (insert_failure)
       delay     30s|15m|5h (profile_slow, queue_backlog: required)
       platform  only batches from this client platform
+    A fault that matched no events is named on stderr and the exit code is 4.
     Example: --fault insert_failure:table=events_like,start=2026-10-08T08:00:00Z,end=2026-10-08T20:00:00Z
     """
     from tqdm import tqdm
@@ -138,6 +154,7 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
     except DqkitError as exc:
         _fail(exc)
     _print_result(result, as_json)
+    _warn_unmatched("--fault", result.faults)
 
 
 def _print_result(result, as_json: bool) -> None:
@@ -151,7 +168,7 @@ def _print_result(result, as_json: bool) -> None:
             "skipped_deliveries": result.skipped_deliveries, "skipped_events": result.skipped_events,
             "seconds": round(result.seconds, 3), "events_per_second": round(result.events_per_second, 1),
             "spans_written": result.telemetry.spans_written, "spans_sent": result.telemetry.spans_sent,
-            "spans_not_exported": result.telemetry.spans_not_exported,
+            "spans_not_exported": result.telemetry.spans_not_exported, "faults": result.faults,
         }, indent=2))
         return
     click.echo(f"Replayed {result.deliveries:,} batches in {result.seconds:.1f}s ({result.events_per_second:,.0f} events/s)")
@@ -211,6 +228,7 @@ def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> 
       late_delivery       a segment's batches arrive magnitude hours late (default 8)
       real_drop           a share (rate) of a segment's real users stop coming
     Keys: start, end | duration, rate, platform, app_version, sdk_version, country, magnitude.
+    A scenario that matched no events is named on stderr and the exit code is 4.
     Example: --scenario sdk_bad_timestamps:app_version=8.4.0,start=2026-11-20T10:00:00Z,duration=4h
     """
     from dqkit.events.generator import SampleSpec
@@ -228,6 +246,7 @@ def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> 
     s = gen(out, SampleSpec(start=first, events=events, users=users, days=days, seed=seed, scenarios=parsed),
             profiles_csv=profiles_csv)
     click.echo(f"{s.events_path} ({s.batches:,} batches, {s.events:,} events); {s.profiles_path}; {s.truth_path}")
+    _warn_unmatched("--scenario", json.loads(s.truth_path.read_text())["scenarios"])
 
 
 @main.command()

@@ -209,3 +209,18 @@ def test_scenario_that_matches_nothing_is_named_and_exits_4(tmp_path):
                                   "against the sample")
     truth = json.loads((tmp_path / "g" / "truth.json").read_text())
     assert [s["events"] > 0 for s in truth["scenarios"]] == [False, True]
+
+
+def test_csv_sample_is_refused_before_anything_is_written(tmp_path):
+    csv = tmp_path / "events.csv"
+    csv.write_text("event_id,event_type,user_id,timestamp\ne1,view,u1,2026-11-20T10:00:00Z\n")
+    one_line_error(cli("replay", csv, "-w", tmp_path / "w.duckdb", "-t", tmp_path / "t"), str(csv), "not NDJSON")
+    assert not (tmp_path / "w.duckdb").exists() and not (tmp_path / "t").exists()
+
+
+def test_empty_sample_warns_and_exits_4(tmp_path):
+    (tmp_path / "empty.ndjson").write_text("\n\n")
+    res = cli("replay", tmp_path / "empty.ndjson", "-w", tmp_path / "w.duckdb", "-t", tmp_path / "t")
+    assert res.exit_code == 4, (res.stdout, res.stderr)
+    assert res.stderr.strip() == (f"dqkit: warning: sample {str(tmp_path / 'empty.ndjson')!r} holds no events "
+                                  "(it is empty or only blank lines); nothing was replayed")

@@ -12,7 +12,8 @@ from dqkit.errors import DqkitError
 
 
 EXIT_NOTHING_MATCHED = 4
-"""replay/generate: the run finished, but a --fault or --scenario matched no events."""
+"""replay/generate: the run finished, but the sample held no events, or a --fault or --scenario
+matched none."""
 
 
 def _fail(exc: Exception) -> None:
@@ -121,7 +122,7 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
       table     events_<type> (insert_failure)
       delay     30s|15m|5h (profile_slow, queue_backlog: required)
       platform  only batches from this client platform
-    A fault that matched no events is named on stderr and the exit code is 4.
+    Exit code 4: the sample held no events, or a fault matched none (named on stderr).
     Example: --fault insert_failure:table=events_like,start=2026-10-08T08:00:00Z,end=2026-10-08T20:00:00Z
     """
     from tqdm import tqdm
@@ -154,6 +155,10 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
     except DqkitError as exc:
         _fail(exc)
     _print_result(result, as_json)
+    if not result.deliveries and not result.skipped_deliveries:
+        click.echo(f"dqkit: warning: sample {str(sample)!r} holds no events (it is empty or only blank lines); "
+                   "nothing was replayed", err=True)
+        sys.exit(EXIT_NOTHING_MATCHED)
     _warn_unmatched("--fault", result.faults)
 
 

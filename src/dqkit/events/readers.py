@@ -484,20 +484,80 @@ def iter_parquet(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator
         yield RawChunk(d, e, offset)
 
 
+_SNIFF_BYTES = 64 * 1024
+_SNIFF_LINES = 20
+_TABULAR_SUFFIXES = {".csv", ".tsv", ".tab", ".xlsx", ".xls"}
+_PARQUET_MAGIC = b"PAR1"
+
+
+def _head(path: Path) -> bytes:
+    """The first few kB of ``path``, decompressed when it is gzip (b"" when that fails at once:
+    the reader then quarantines the cut data as it would anyway)."""
+    with open(path, "rb") as raw:
+        out = b""
+        try:
+            for block in _blocks(raw):
+                out += block
+                if len(out) >= _SNIFF_BYTES:
+                    break
+        except _Truncated:
+            pass
+    return out[:_SNIFF_BYTES]
+
+
+def _not_ndjson(path: Path) -> str | None:
+    """Why ``path`` is clearly not an NDJSON sample, or None when it may be one.
+
+    A sample is refused only when it is of another kind as a whole: a tabular suffix, or none
+    of its first lines even starts like a JSON object. A real NDJSON file with stray bad lines
+    has good lines among its first ones, and those bad lines are quarantined as usual."""
+    suffixes = [x.lower() for x in path.suffixes[-2:]]
+    tabular = next((x for x in suffixes if x in _TABULAR_SUFFIXES), None)
+    if tabular:
+        return f"a {tabular} file is not NDJSON"
+    head = _head(path)
+    lines = [ln.strip() for ln in head.removeprefix(b"\xef\xbb\xbf").split(b"\n")]
+    if len(head) == _SNIFF_BYTES and len(lines) > 1:
+        lines.pop()  # cut off by the sniff window
+    lines = [ln for ln in lines if ln][:_SNIFF_LINES]
+    if not lines or any(ln.startswith(b"{") for ln in lines):
+        return None
+    if b"\x00" in head:
+        return "it is binary, not NDJSON text"
+    for sep, name in ((b",", "CSV"), (b"\t", "TSV"), (b";", "CSV"), (b"|", "pipe-separated text")):
+        counts = {ln.count(sep) for ln in lines}
+        if len(counts) == 1 and counts != {0}:
+            return f"its first lines look like {name}, not NDJSON"
+    return "none of its first lines is a JSON object"
+
+
 def iter_sample(path: str | Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[RawChunk]:
-    """Read any supported sample file in bounded chunks."""
+    """Read any supported sample file in bounded chunks.
+
+    Raises:
+        InputError: ``path`` is missing, or clearly not a sample (CSV, other text, binary):
+            refused before anything is read into the pipeline.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"sample {str(p)!r} does not exist or is not a file; pass an NDJSON(.gz) or Parquet file")
-    if p.suffix == ".parquet":
+    with open(p, "rb") as f:
+        parquet = f.read(4) == _PARQUET_MAGIC
+    if p.suffix == ".parquet" or parquet:
         return iter_parquet(p, chunk_lines)
+    why = _not_ndjson(p)
+    if why:
+        raise InputError(f"sample {str(p)!r} cannot be replayed: {why}. Pass NDJSON (plain or .gz) with one batch or "
+                         "event as a JSON object per line, or a flat Parquet file")
     return iter_ndjson(p, chunk_lines)
 
 
 def sample_size(path: str | Path) -> int:
     """Units in which :attr:`RawChunk.position` counts progress for ``path``."""
     p = Path(path)
-    if p.suffix == ".parquet":
+    with open(p, "rb") as f:
+        parquet = f.read(4) == _PARQUET_MAGIC
+    if p.suffix == ".parquet" or parquet:
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(p).metadata.num_rows

@@ -1,6 +1,6 @@
 """dqkit: find out whether a metric drop is real or the pipeline's fault."""
 
-import os
+import os as _os
 
 __version__ = "0.1.0"
 
@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 # (10 s held so much that a 10M-event replay peaked 4% higher) and still gives them back once
 # work stops. Polars reads this variable, after its own defaults, when it is first imported,
 # so it only takes effect if dqkit is imported first; a value the user set is kept.
-os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:3000,muzzy_decay_ms:3000")
+_os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:3000,muzzy_decay_ms:3000")
 
 __all__ = ["__version__", "charts", "diagnose", "explain", "load_spans", "reconcile", "replay"]
 
@@ -41,4 +41,9 @@ def __getattr__(name: str):
         from dqkit.investigate import charts
 
         return charts
-    raise AttributeError(name)
+    raise AttributeError(f"module 'dqkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names above are not in globals() until first used; list them anyway.
+    return sorted(set(globals()) | set(__all__))

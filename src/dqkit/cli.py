@@ -11,9 +11,51 @@ import click
 from dqkit.errors import DqkitError
 
 
+EXIT_NOTHING_MATCHED = 4
+"""replay/generate: the run finished, but the sample held no events, or a --fault or --scenario
+matched none."""
+
+
 def _fail(exc: Exception) -> None:
     click.echo(f"dqkit: error: {exc}", err=True)
     sys.exit(2)
+
+
+def _warn_unmatched(option: str, items: list[dict]) -> None:
+    """A spec that touched no event is almost always a typo in its segment or window: say so on
+    stderr and exit :data:`EXIT_NOTHING_MATCHED` (the run itself is complete and kept)."""
+    unmatched = [it for it in items if not it["events"]]
+    for it in unmatched:
+        click.echo(f"dqkit: warning: {option} {it['spec']!r} matched no events; check its window and "
+                   f"{'platform' if option == '--fault' else 'segment'} against the sample", err=True)
+    if unmatched:
+        sys.exit(EXIT_NOTHING_MATCHED)
+
+
+def _span_paths(ctx, param, value):
+    """Check span exports when the command starts: one a command reads only for some findings
+    would otherwise be ignored when it is missing."""
+    from dqkit.investigate.spans import _files
+
+    paths = value if isinstance(value, tuple) else (value,) if value else ()
+    try:
+        _files(list(paths))
+    except DqkitError as exc:
+        _fail(exc)
+    return value
+
+
+def _day(ctx, param, value):
+    """A ``YYYY-MM-DD`` option as a date (None when not given); anything else is a one-line error
+    that shows the format."""
+    from datetime import date
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        _fail(ValueError(f"--{param.name.replace('_', '-')} {value!r} is not a day; use YYYY-MM-DD (UTC), e.g. 2026-11-20"))
 
 
 def _echo_json(doc, as_json: bool) -> bool:
@@ -68,12 +110,16 @@ def main() -> None:
 @click.option("--chunk-lines", default=10_000, show_default=True,  # = readers.DEFAULT_CHUNK_LINES (not imported: --help stays fast)
                help="Client batches processed together (bounds memory; a chunk also ends after 32 MB of input). Up to three chunks are in memory at once: one being read, one in the stages, one having its spans written.")
 @click.option("--load-interval", default=60.0, show_default=True, help="Warehouse load cadence in seconds, on the replay clock.")
+@click.option("--max-event-age", default="30d", show_default=True, metavar="DURATION",
+              help="Events stamped longer than this before their batch arrived are quarantined as ancient_timestamp; "
+                   "raise it (e.g. 400d) to replay a backfill.")
 @click.option("--fault", "faults", multiple=True, metavar="NAME[:key=value,...]",
               help="Inject a pipeline fault (repeatable); grammar below.")
 @click.option("--truth", type=click.Path(path_type=Path),
               help="Where to write what the faults did (JSON); default: next to the warehouse, *.faults.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_interval, faults, truth, as_json) -> None:
+def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_interval, max_event_age, faults, truth,
+           as_json) -> None:
     """Replay SAMPLE (NDJSON[.gz] of native or Segment batches, or flat Parquet) into the warehouse.
 
     Every event is accounted for: loaded, rejected as invalid, removed as duplicate,
@@ -89,14 +135,17 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
       table     events_<type> (insert_failure)
       delay     30s|15m|5h (profile_slow, queue_backlog: required)
       platform  only batches from this client platform
+    Exit code 4: the sample held no events, or a fault matched none (named on stderr).
     Example: --fault insert_failure:table=events_like,start=2026-10-08T08:00:00Z,end=2026-10-08T20:00:00Z
     """
     from tqdm import tqdm
 
     from dqkit.events.readers import sample_size
+    from dqkit.events.schema import ValidationLimits
     from dqkit.pipeline.faults import parse_fault
     from dqkit.pipeline.run import ReplayConfig
     from dqkit.pipeline.run import replay as run_replay
+    from dqkit.spec import parse_duration
 
     if chunk_lines < 1:
         _fail(ValueError("--chunk-lines must be at least 1"))
@@ -104,6 +153,7 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
         _fail(ValueError("--load-interval must be a positive number of seconds"))
     try:
         parsed = tuple(parse_fault(f) for f in faults)
+        limits = ValidationLimits(max_age_s=parse_duration(max_event_age, "--max-event-age").total_seconds())
         truth_path = truth or (Path(warehouse).with_suffix(".faults.json") if parsed else None)
         total = sample_size(sample) if Path(sample).is_file() else None
         with tqdm(total=total, unit="B", unit_scale=True, desc="replay", disable=as_json or None, file=sys.stderr) as bar:
@@ -113,10 +163,16 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
 
             result = run_replay(sample, warehouse, telemetry, profiles=profiles, geoip=geoip,
                                 config=ReplayConfig(chunk_lines=chunk_lines, load_interval_s=load_interval,
-                                                    faults=parsed, truth_path=truth_path), progress=progress)
+                                                    faults=parsed, truth_path=truth_path, limits=limits),
+                                progress=progress)
     except DqkitError as exc:
         _fail(exc)
     _print_result(result, as_json)
+    if not result.deliveries and not result.skipped_deliveries:
+        click.echo(f"dqkit: warning: sample {str(sample)!r} holds no events (it is empty or only blank lines); "
+                   "nothing was replayed", err=True)
+        sys.exit(EXIT_NOTHING_MATCHED)
+    _warn_unmatched("--fault", result.faults)
 
 
 def _print_result(result, as_json: bool) -> None:
@@ -130,7 +186,7 @@ def _print_result(result, as_json: bool) -> None:
             "skipped_deliveries": result.skipped_deliveries, "skipped_events": result.skipped_events,
             "seconds": round(result.seconds, 3), "events_per_second": round(result.events_per_second, 1),
             "spans_written": result.telemetry.spans_written, "spans_sent": result.telemetry.spans_sent,
-            "spans_not_exported": result.telemetry.spans_not_exported,
+            "spans_not_exported": result.telemetry.spans_not_exported, "faults": result.faults,
         }, indent=2))
         return
     click.echo(f"Replayed {result.deliveries:,} batches in {result.seconds:.1f}s ({result.events_per_second:,.0f} events/s)")
@@ -190,6 +246,7 @@ def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> 
       late_delivery       a segment's batches arrive magnitude hours late (default 8)
       real_drop           a share (rate) of a segment's real users stop coming
     Keys: start, end | duration, rate, platform, app_version, sdk_version, country, magnitude.
+    A scenario that matched no events is named on stderr and the exit code is 4.
     Example: --scenario sdk_bad_timestamps:app_version=8.4.0,start=2026-11-20T10:00:00Z,duration=4h
     """
     from dqkit.events.generator import SampleSpec
@@ -207,12 +264,13 @@ def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> 
     s = gen(out, SampleSpec(start=first, events=events, users=users, days=days, seed=seed, scenarios=parsed),
             profiles_csv=profiles_csv)
     click.echo(f"{s.events_path} ({s.batches:,} batches, {s.events:,} events); {s.profiles_path}; {s.truth_path}")
+    _warn_unmatched("--scenario", json.loads(s.truth_path.read_text())["scenarios"])
 
 
 @main.command()
 @click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
-@click.option("--spans", "-s", "spans", required=True, multiple=True, type=click.Path(path_type=Path),
-              help="OTLP/JSON span export (file or telemetry folder); repeat for several.")
+@click.option("--spans", "-s", "--telemetry", "-t", "spans", required=True, multiple=True, type=click.Path(path_type=Path),
+              callback=_span_paths, help="OTLP/JSON span export (file or telemetry folder); repeat for several.")
 @click.option("--as-of", help="The moment to reconcile at (ISO-8601, UTC); default: the end of the last span.")
 @click.option("--flight-window", default="1h", show_default=True,
               help="Unloaded events of batches this recent (before --as-of) count as in flight, not lost.")
@@ -264,10 +322,10 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json, source) -> None:
 
 @main.command()
 @click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
-@click.option("--spans", "-s", "spans", multiple=True, type=click.Path(path_type=Path),
-              help="OTLP/JSON span export (file or folder), to say which stage delayed events; repeatable.")
-@click.option("--day", required=True, help="The day to explain (YYYY-MM-DD, UTC).")
-@click.option("--baseline-day", help="The day to compare with; default: the same weekday a week before, else the day before.")
+@click.option("--spans", "-s", "--telemetry", "-t", "spans", multiple=True, type=click.Path(path_type=Path),
+              callback=_span_paths, help="OTLP/JSON span export (file or folder), to say which stage delayed events; repeatable.")
+@click.option("--day", required=True, callback=_day, help="The day to explain (YYYY-MM-DD, UTC).")
+@click.option("--baseline-day", callback=_day, help="The day to compare with; default: the same weekday a week before, else the day before.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON (the documented contract).")
 @_source_option
 def diagnose(warehouse, spans, day, baseline_day, as_json, source) -> None:
@@ -276,17 +334,10 @@ def diagnose(warehouse, spans, day, baseline_day, as_json, source) -> None:
     Decomposes the change against the baseline into users lost at each stage, users expected to
     arrive late and a real change; ranks findings with the stage, segment and window that explain them.
     """
-    from datetime import date as _date
-
     from dqkit.investigate.diagnose import diagnose as run
 
     try:
-        d = _date.fromisoformat(day)
-        b = _date.fromisoformat(baseline_day) if baseline_day else None
-    except ValueError as exc:
-        _fail(ValueError(f"--day/--baseline-day must look like 2026-11-20: {exc}"))
-    try:
-        result = run(warehouse, list(spans) or None, d, b, source=source)
+        result = run(warehouse, list(spans) or None, day, baseline_day, source=source)
     except DqkitError as exc:
         _fail(exc)
     doc = result.to_dict()
@@ -309,8 +360,9 @@ def diagnose(warehouse, spans, day, baseline_day, as_json, source) -> None:
 @click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
 @click.option("--event-id", help="Explain this event id.")
 @click.option("--user-id", help="Explain this user's events (with --day).")
-@click.option("--day", help="Day for --user-id (YYYY-MM-DD, UTC).")
-@click.option("--spans", "-s", "spans", multiple=True, type=click.Path(path_type=Path),
+@click.option("--day", callback=_day, help="Day for --user-id (YYYY-MM-DD, UTC).")
+@click.option("--spans", "-s", "--telemetry", "-t", "spans", multiple=True, type=click.Path(path_type=Path),
+              callback=_span_paths,
               help="OTLP/JSON span export (file or folder): events the warehouse never saw are explained from it; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @_source_option
@@ -324,10 +376,14 @@ def explain(warehouse, event_id, user_id, day, spans, as_json, source) -> None:
         rows = run(warehouse, event_id=event_id, user_id=user_id, day=day, spans=list(spans) or None, source=source)
     except (DqkitError, ValueError) as exc:
         _fail(exc)
+    if not rows:
+        _echo_json(rows, as_json)
+        what = f"event id {event_id!r}" if event_id else f"user {user_id!r} on {day}"
+        click.echo(f"dqkit: warning: nothing matches {what}: no loaded or quarantined event"
+                   + (", and no span carries it" if spans else "; pass --spans to search the telemetry too"), err=True)
+        sys.exit(EXIT_NOTHING_MATCHED)
     if _echo_json(rows, as_json):
         return
-    if not rows:
-        click.echo("Nothing in the warehouse matches (neither loaded nor rejected).")
     for r in rows:
         click.echo(f"event {r['event_id']} ({r['event_type']}, {r['event_ts'] or 'no valid time'}): {r['outcome']}")
         for step in r["decisions"]:
@@ -335,9 +391,10 @@ def explain(warehouse, event_id, user_id, day, spans, as_json, source) -> None:
 
 
 @main.command()
-@click.option("--day", help="Day to report on (YYYY-MM-DD, UTC); default: yesterday.")
+@click.option("--day", callback=_day, help="Day to report on (YYYY-MM-DD, UTC); default: yesterday.")
 @click.option("--warehouse", "-w", type=click.Path(path_type=Path), help="DuckDB warehouse (default: a demo replay).")
-@click.option("--spans", "-s", type=click.Path(path_type=Path), help="Span export: traces.jsonl or the telemetry folder.")
+@click.option("--spans", "-s", "--telemetry", "-t", "spans", type=click.Path(path_type=Path),
+              help="Span export: traces.jsonl or the telemetry folder.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dqkit-report"), show_default=True,
               help="Folder for the executed notebook, the HTML report and findings.json.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
@@ -365,7 +422,7 @@ def report(day, warehouse, spans, out, params) -> None:
         click.echo("dqkit: error: pass both --warehouse and --spans, or neither for the demo", err=True)
         sys.exit(EXIT_USAGE)
     try:
-        code, doc = run_report(day or yesterday(), warehouse or "", spans or "", out, kv)
+        code, doc = run_report(day.isoformat() if day else yesterday(), warehouse or "", spans or "", out, kv)
     except DqkitError as exc:
         click.echo(f"dqkit: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

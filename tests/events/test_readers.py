@@ -198,3 +198,43 @@ def test_lines_decode_in_one_piece_or_line_by_line_alike():
     texts, errors = _decode(bad, [None] * 7)
     assert list(texts[:4]) == [b.decode() for b in good]
     assert errors == [None] * 4 + [schema.INVALID_UTF8, schema.MALFORMED_JSON, None]
+
+
+# -- a file that is not a sample is refused before anything runs --------------------------------
+
+from dqkit.errors import InputError  # noqa: E402
+
+
+@pytest.mark.parametrize("name,body,why", [
+    ("events.csv", b'{"batch_id": "b"}\n', "a .csv file is not NDJSON"),
+    ("events.csv.gz", gzip.compress(b"a,b\n1,2\n"), "a .csv file is not NDJSON"),
+    ("export.txt", b"event_id,event_type,user_id\ne1,view,u1\ne2,tap,u2\n", "look like CSV"),
+    ("export.ndjson.gz", gzip.compress(b"event_id\tevent_type\ne1\tview\n"), "look like TSV"),
+    ("notes.ndjson", b"Dear team,\nhere are the events you asked for\n", "none of its first lines is a JSON object"),
+    ("pic.ndjson", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+])
+def test_what_is_not_ndjson_is_refused_with_its_kind(tmp_path, name, body, why):
+    p = tmp_path / name
+    p.write_bytes(body)
+    with pytest.raises(InputError, match="cannot be replayed") as err:
+        iter_sample(p)
+    assert why in str(err.value) and str(p) in str(err.value) and "one batch or event as a JSON object per line" in str(err.value)
+
+
+def test_stray_bad_lines_in_real_ndjson_are_still_read(tmp_path):
+    p = write_lines(tmp_path / "s.ndjson", ["oops, a,stray,line", "another one", batch("b-1", [event("e1")]), "{broken"])
+    _, e, _ = _all(p)
+    assert e.sort("line_no")["line_error"].to_list() == ["malformed_json", "malformed_json", None, "malformed_json"]
+
+
+def test_parquet_is_recognised_by_its_bytes(tmp_path):
+    rows = pl.DataFrame({"event_id": ["e1"], "event_type": ["view"], "user_id": ["u1"], "timestamp": ["2026-11-20T10:00:00Z"]})
+    rows.write_parquet(tmp_path / "events.pq")
+    _, e, _ = _all(tmp_path / "events.pq")
+    assert e["event_id"].to_list() == ["e1"]
+
+
+def test_empty_sample_reads_as_no_chunks(tmp_path):
+    (tmp_path / "e.ndjson").write_bytes(b"")
+    (tmp_path / "b.ndjson.gz").write_bytes(gzip.compress(b"\n \n"))
+    assert list(iter_sample(tmp_path / "e.ndjson")) == [] and list(iter_sample(tmp_path / "b.ndjson.gz")) == []

@@ -67,3 +67,27 @@ def test_implausible_arrival_times_are_quarantined(tmp_path, run_sample, when):
     run = run_sample(sample)
     assert run.sql("SELECT batch_id, reason FROM rejected_events") == [("b-odd", "bad_received_at")]
     assert_balanced(run)
+
+
+def test_properties_that_are_not_an_object_are_quarantined(tmp_path, run_sample):
+    bad = {"str": "color=red", "num": 3.5, "list": ["a", "b"], "bool": True}
+    segment = {"batch": [{"messageId": "seg-traits", "type": "identify", "userId": "u_9", "traits": "vip",
+                          "timestamp": "2026-11-20T10:00:00Z", "context": {"os": {"name": "iOS"}}}],
+               "sentAt": "2026-11-20T10:00:02Z"}
+    sample = write_lines(tmp_path / "s.ndjson", [
+        batch("b-1", [GOOD, *(event(f"p-{k}", properties=v) for k, v in bad.items()),
+                      event("no-props", properties=None), {k: v for k, v in event("absent").items() if k != "properties"}]),
+        segment,
+    ])
+    run = run_sample(sample)
+    rows = run.sql("SELECT event_id, stage, reason, detail FROM rejected_events ORDER BY event_id")
+    assert rows == [
+        ("p-bool", "validate", "wrong_type", "properties must be a JSON object, got boolean"),
+        ("p-list", "validate", "wrong_type", "properties must be a JSON object, got array"),
+        ("p-num", "validate", "wrong_type", "properties must be a JSON object, got number"),
+        ("p-str", "validate", "wrong_type", "properties must be a JSON object, got string"),
+        ("seg-traits", "validate", "wrong_type", "properties must be a JSON object, got string"),
+    ]
+    assert sorted(r[0] for r in run.sql("SELECT event_id FROM events")) == ["absent", "good-1", "no-props"]
+    assert run.result.ledger.invalid == 5 and run.result.ledger.loaded == 3
+    assert_balanced(run)

@@ -57,13 +57,16 @@ class RawChunk:
 # here; leaves are kept as JSON text so that validation still sees each field's JSON type. Events
 # are parsed a second time on their own (small) text, which also keeps their raw JSON for
 # quarantine rows. Both passes run over the whole chunk, on every core.
+_CONTEXT = {"ip": "JSON", "os": {"name": "JSON"}, "app": {"version": "JSON"}, "library": {"version": "JSON"}}
 _EVENT_STRUCTURE = json.dumps({
     **dict.fromkeys(["event_id", "event_type", "user_id", "timestamp", "client_ip", "properties"], "JSON"),
-    **dict.fromkeys(["messageId", "type", "event", "userId", "anonymousId", "traits", "receivedAt"], "JSON"),
-    "context": {"ip": "JSON", "os": {"name": "JSON"}, "app": {"version": "JSON"}, "library": {"version": "JSON"}},
+    **dict.fromkeys(["messageId", "type", "event", "userId", "anonymousId", "traits", "receivedAt", "sentAt",
+                     "originalTimestamp"], "JSON"),
+    "context": _CONTEXT,
 }, separators=(",", ":"))
 _LINE_STRUCTURE = json.dumps({
     **dict.fromkeys(["batch_id", "received_at", "receivedAt", "sentAt"], "JSON"),
+    "context": _CONTEXT,  # a Segment batch's own context (the Go SDKs send it there)
     "client": {"platform": "JSON", "app_version": "JSON", "sdk_version": "JSON"},
     "events": ["JSON"], "batch": ["JSON"],
     # a flat event: the line is the event
@@ -111,15 +114,26 @@ deliveries AS MATERIALIZED (
             ELSE coalesce(jstr(p.batch_id), 'anon-' || left(delivery_key, 16))
         END AS batch_id,
         CASE format
-            WHEN 'segment' THEN coalesce(jstr(p.receivedAt), jstr(first.receivedAt), jstr(p.sentAt))
+            -- A batch without receivedAt (a file of what SDKs sent) arrived when it was sent:
+            -- the batch's sentAt, else its first message's (the RudderStack Go SDK sends it there).
+            WHEN 'segment' THEN coalesce(jstr(p.receivedAt), jstr(first.receivedAt), jstr(p.sentAt), jstr(first.sentAt))
             ELSE jstr(p.received_at)
         END AS received_at_raw,
+        -- Segment: a message's own context wins over the batch's, key by key.
         CASE format WHEN 'flat' THEN coalesce(jstr(p.platform), jstr(p.client.platform))
-                    WHEN 'segment' THEN lower(jstr(first.context.os.name)) ELSE jstr(p.client.platform) END AS platform,
+                    WHEN 'segment' THEN lower(coalesce(jstr(first.context.os.name), jstr(p.context.os.name)))
+                    ELSE jstr(p.client.platform) END AS platform,
         CASE format WHEN 'flat' THEN coalesce(jstr(p.app_version), jstr(p.client.app_version))
-                    WHEN 'segment' THEN jstr(first.context.app.version) ELSE jstr(p.client.app_version) END AS app_version,
+                    WHEN 'segment' THEN coalesce(jstr(first.context.app.version), jstr(p.context.app.version))
+                    ELSE jstr(p.client.app_version) END AS app_version,
         CASE format WHEN 'flat' THEN coalesce(jstr(p.sdk_version), jstr(p.client.sdk_version))
-                    WHEN 'segment' THEN jstr(first.context.library.version) ELSE jstr(p.client.sdk_version) END AS sdk_version,
+                    WHEN 'segment' THEN coalesce(jstr(first.context.library.version), jstr(p.context.library.version))
+                    ELSE jstr(p.client.sdk_version) END AS sdk_version,
+        CASE WHEN format = 'segment' THEN jstr(p.context.ip) END AS batch_ip,
+        CASE WHEN format = 'segment' THEN struct_pack(os := lower(jstr(p.context.os.name)), app := jstr(p.context.app.version),
+                                                      lib := jstr(p.context.library.version)) END AS batch_client,
+        CASE WHEN format = 'segment' THEN jstr(p.sentAt) END AS batch_sent_at,
+        CASE WHEN format = 'segment' THEN jstr(p.receivedAt) END AS batch_received_at,
         CASE WHEN format = 'flat' THEN 1 ELSE len(evs) END AS event_count
     FROM firsts)
 ),
@@ -131,14 +145,29 @@ unreadable AS (
 raw_events AS (
     -- The delivery's fields ride along the unnest, so events need no join back to deliveries.
     SELECT delivery_key, batch_id, line_no, received_at_raw, received_at, platform, app_version, sdk_version, format,
-           ev, event_index, from_json(ev, '{_EVENT_STRUCTURE}') AS q
+           batch_ip, batch_client, batch_sent_at, batch_received_at, ev, event_index, from_json(ev, '{_EVENT_STRUCTURE}') AS q
     FROM (SELECT delivery_key, batch_id, line_no, received_at_raw, received_at, platform, app_version, sdk_version, format,
+                 batch_ip, batch_client, batch_sent_at, batch_received_at,
                  coalesce(unnest(evs)::VARCHAR, 'null') AS ev,  -- a JSON null comes back as NULL
                  generate_subscripts(evs, 1) - 1 AS event_index
           FROM deliveries WHERE format <> 'flat')
     UNION ALL
     SELECT delivery_key, batch_id, line_no, received_at_raw, received_at, platform, app_version, sdk_version, format,
-           line, 0, from_json(line, '{_EVENT_STRUCTURE}') FROM deliveries WHERE format = 'flat'
+           NULL, NULL, NULL, NULL, line, 0, from_json(line, '{_EVENT_STRUCTURE}') FROM deliveries WHERE format = 'flat'
+),
+segment_times AS (
+    -- Segment's rule for a message without `timestamp` (https://segment.com/docs/connections/spec/common/#timestamps):
+    -- timestamp = receivedAt - (sentAt - originalTimestamp), which cancels the device clock's skew
+    -- (sentAt and originalTimestamp come from the same clock). Without a receivedAt there is
+    -- nothing to correct against, so originalTimestamp stands (it was stamped when the call was
+    -- made). A `timestamp` the sender set is kept as it is.
+    SELECT *,
+        CASE WHEN jtype(q.timestamp) IS NULL AND jtype(q.originalTimestamp) = 'VARCHAR' THEN
+            try_cast(jstr(q.originalTimestamp) AS TIMESTAMPTZ)
+            + coalesce(try_cast(coalesce(jstr(q.receivedAt), batch_received_at) AS TIMESTAMPTZ)
+                       - try_cast(coalesce(jstr(q.sentAt), batch_sent_at) AS TIMESTAMPTZ), INTERVAL 0 SECOND)
+        END AS ts_corrected
+    FROM raw_events WHERE format = 'segment'
 ),
 events AS (
     SELECT delivery_key, batch_id, line_no, received_at_raw, received_at, platform, app_version, sdk_version, format,
@@ -148,7 +177,7 @@ events AS (
         jstr(q.user_id) AS user_id, jtype(q.user_id) AS user_id_type,
         jstr(q.timestamp) AS timestamp, jtype(q.timestamp) AS timestamp_type,
         jstr(q.client_ip) AS client_ip, q.properties::VARCHAR AS properties,
-        NULL::VARCHAR AS segment_type,
+        NULL::VARCHAR AS segment_type, NULL::TIMESTAMPTZ AS ts_corrected,
         NULL::VARCHAR AS ev_platform, NULL::VARCHAR AS ev_app_version, NULL::VARCHAR AS ev_sdk_version,
         ev AS raw
     FROM raw_events WHERE format <> 'segment'
@@ -161,13 +190,14 @@ events AS (
              ELSE jstr(q.type) END,
         CASE WHEN jstr(q.type) = 'track' THEN jtype(q.event) ELSE jtype(q.type) END,
         jstr(coalesce(q.userId, q.anonymousId)), jtype(coalesce(q.userId, q.anonymousId)),
-        jstr(q.timestamp), jtype(q.timestamp),
-        jstr(q.context.ip),
+        jstr(coalesce(q.timestamp, q.originalTimestamp)), jtype(coalesce(q.timestamp, q.originalTimestamp)),
+        coalesce(jstr(q.context.ip), batch_ip),
         coalesce(q.properties, q.traits)::VARCHAR,
-        coalesce(jstr(q.type), 'missing'),
-        lower(jstr(q.context.os.name)), jstr(q.context.app.version), jstr(q.context.library.version),
+        coalesce(jstr(q.type), 'missing'), ts_corrected,
+        coalesce(lower(jstr(q.context.os.name)), batch_client.os), coalesce(jstr(q.context.app.version), batch_client.app),
+        coalesce(jstr(q.context.library.version), batch_client.lib),
         ev
-    FROM raw_events WHERE format = 'segment'
+    FROM segment_times
 )
 SELECT 'D' AS part, d.delivery_key, d.batch_id, d.line_no, NULL::INTEGER AS event_index,
        d.received_at_raw, d.received_at, NULL::TIMESTAMPTZ AS event_ts, d.platform, d.app_version, d.sdk_version, d.format, d.event_count,
@@ -184,7 +214,8 @@ FROM unreadable u
 UNION ALL
 SELECT 'E', e.delivery_key, e.batch_id, e.line_no, e.event_index,
        e.received_at_raw, e.received_at,
-       CASE WHEN e.timestamp_type = 'VARCHAR' THEN try_cast(e.timestamp AS TIMESTAMPTZ) END, coalesce(e.ev_platform, e.platform),
+       CASE WHEN e.timestamp_type = 'VARCHAR' THEN coalesce(e.ts_corrected, try_cast(e.timestamp AS TIMESTAMPTZ)) END,
+       coalesce(e.ev_platform, e.platform),
        coalesce(e.ev_app_version, e.app_version), coalesce(e.ev_sdk_version, e.sdk_version), e.format, NULL, NULL, e.event_json_type,
        e.event_id, e.event_id_type, e.event_type, e.event_type_type, e.user_id, e.user_id_type,
        e.timestamp, e.timestamp_type, e.client_ip, e.properties, e.segment_type, e.raw
@@ -484,20 +515,80 @@ def iter_parquet(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator
         yield RawChunk(d, e, offset)
 
 
+_SNIFF_BYTES = 64 * 1024
+_SNIFF_LINES = 20
+_TABULAR_SUFFIXES = {".csv", ".tsv", ".tab", ".xlsx", ".xls"}
+_PARQUET_MAGIC = b"PAR1"
+
+
+def _head(path: Path) -> bytes:
+    """The first few kB of ``path``, decompressed when it is gzip (b"" when that fails at once:
+    the reader then quarantines the cut data as it would anyway)."""
+    with open(path, "rb") as raw:
+        out = b""
+        try:
+            for block in _blocks(raw):
+                out += block
+                if len(out) >= _SNIFF_BYTES:
+                    break
+        except _Truncated:
+            pass
+    return out[:_SNIFF_BYTES]
+
+
+def _not_ndjson(path: Path) -> str | None:
+    """Why ``path`` is clearly not an NDJSON sample, or None when it may be one.
+
+    A sample is refused only when it is of another kind as a whole: a tabular suffix, or none
+    of its first lines even starts like a JSON object. A real NDJSON file with stray bad lines
+    has good lines among its first ones, and those bad lines are quarantined as usual."""
+    suffixes = [x.lower() for x in path.suffixes[-2:]]
+    tabular = next((x for x in suffixes if x in _TABULAR_SUFFIXES), None)
+    if tabular:
+        return f"a {tabular} file is not NDJSON"
+    head = _head(path)
+    lines = [ln.strip() for ln in head.removeprefix(b"\xef\xbb\xbf").split(b"\n")]
+    if len(head) == _SNIFF_BYTES and len(lines) > 1:
+        lines.pop()  # cut off by the sniff window
+    lines = [ln for ln in lines if ln][:_SNIFF_LINES]
+    if not lines or any(ln.startswith(b"{") for ln in lines):
+        return None
+    if b"\x00" in head:
+        return "it is binary, not NDJSON text"
+    for sep, name in ((b",", "CSV"), (b"\t", "TSV"), (b";", "CSV"), (b"|", "pipe-separated text")):
+        counts = {ln.count(sep) for ln in lines}
+        if len(counts) == 1 and counts != {0}:
+            return f"its first lines look like {name}, not NDJSON"
+    return "none of its first lines is a JSON object"
+
+
 def iter_sample(path: str | Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[RawChunk]:
-    """Read any supported sample file in bounded chunks."""
+    """Read any supported sample file in bounded chunks.
+
+    Raises:
+        InputError: ``path`` is missing, or clearly not a sample (CSV, other text, binary):
+            refused before anything is read into the pipeline.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"sample {str(p)!r} does not exist or is not a file; pass an NDJSON(.gz) or Parquet file")
-    if p.suffix == ".parquet":
+    with open(p, "rb") as f:
+        parquet = f.read(4) == _PARQUET_MAGIC
+    if p.suffix == ".parquet" or parquet:
         return iter_parquet(p, chunk_lines)
+    why = _not_ndjson(p)
+    if why:
+        raise InputError(f"sample {str(p)!r} cannot be replayed: {why}. Pass NDJSON (plain or .gz) with one batch or "
+                         "event as a JSON object per line, or a flat Parquet file")
     return iter_ndjson(p, chunk_lines)
 
 
 def sample_size(path: str | Path) -> int:
     """Units in which :attr:`RawChunk.position` counts progress for ``path``."""
     p = Path(path)
-    if p.suffix == ".parquet":
+    with open(p, "rb") as f:
+        parquet = f.read(4) == _PARQUET_MAGIC
+    if p.suffix == ".parquet" or parquet:
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(p).metadata.num_rows

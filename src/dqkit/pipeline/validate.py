@@ -44,6 +44,17 @@ def _rules(limits: s.ValidationLimits) -> list[tuple[pl.Expr, str, pl.Expr]]:
     for f in s.REQUIRED_STRING_FIELDS:
         rules.append((pl.col(f"{f}_type").is_null(), pl.lit(s.MISSING_FIELD), pl.lit(f"{f} is missing")))
         rules.append(tuple(pl.lit(x) if isinstance(x, str) else x for x in _type_rule(f)))  # type: ignore[arg-type]
+    # properties (Segment: traits) is optional, but when present it must be an object: it is
+    # loaded as a JSON object column, and a string or list there is a client bug to see.
+    props = pl.col("properties")
+    rules.append((
+        props.is_not_null() & ~props.str.starts_with("{"), pl.lit(s.WRONG_TYPE),
+        pl.format("properties must be a JSON object, got {}",
+                  pl.when(props.str.starts_with('"')).then(pl.lit("string"))
+                  .when(props.str.starts_with("[")).then(pl.lit("array"))
+                  .when(props.is_in(["true", "false"])).then(pl.lit("boolean"))
+                  .otherwise(pl.lit("number"))),
+    ))
     rules += [
         (pl.col("event_id").str.len_bytes().is_between(1, 128).not_(), pl.lit(s.WRONG_TYPE),
          pl.lit("event_id must be 1-128 bytes")),

@@ -30,7 +30,8 @@ import duckdb
 import polars as pl
 
 from dqkit import names as N
-from dqkit.errors import InputError, WarehouseBusyError, WarehouseError
+from dqkit.db import attach_read_only
+from dqkit.errors import InputError
 from dqkit.investigate import metrics as M
 from dqkit.investigate.source import (EVENT_COLUMNS, SOURCE_HELP, Source, base_tables, event_tables, resolve,
                                       with_columns_present)
@@ -58,27 +59,6 @@ def _empty(columns: dict[str, str]) -> str:
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def attach(con: duckdb.DuckDBPyConnection, warehouse: str | Path, alias: str = "wh") -> None:
-    """Attach a warehouse file read-only, with a clear error for every way that can fail."""
-    p = Path(warehouse)
-    if p.is_dir():
-        raise InputError(f"warehouse {str(p)!r} is a directory; pass the .duckdb file inside it")
-    if not p.is_file():
-        raise InputError(f"warehouse {str(p)!r} does not exist; pass the DuckDB file the pipeline wrote")
-    try:
-        con.execute(f"ATTACH {_lit(str(p))} AS {alias} (READ_ONLY)")
-    except duckdb.Error as exc:
-        msg = str(exc)
-        if "lock" in msg.lower():
-            raise WarehouseBusyError(
-                f"warehouse {str(p)!r} is busy: another process is writing it. Retry when it finishes, "
-                "or copy the file and open the copy") from exc
-        if "already attached" in msg.lower():
-            raise WarehouseError(f"warehouse {str(p)!r} is open for writing in this process; close it first") from exc
-        raise WarehouseError(f"warehouse {str(p)!r} cannot be read as a DuckDB database (truncated, or another kind "
-                             f"of file): {msg.splitlines()[0]}") from exc
 
 
 def _lit(s: str) -> str:
@@ -165,7 +145,7 @@ def open_evidence(warehouse: str | Path, spans: SpanData | str | Path | list | N
     con.execute("SET TimeZone = 'UTC'")
     try:
         con.execute("DETACH DATABASE IF EXISTS wh")
-        attach(con, warehouse)
+        attach_read_only(con, warehouse, "wh")
         src = resolve(source, con)
         tables = event_tables(src, con)
         if not tables:

@@ -332,8 +332,8 @@ def _span_findings(ev: Evidence, day: date, baseline: date) -> list[dict]:
         per_hour = _hourly_excess(bd.filter(cond), bb.filter(cond), "invalid", rec_d / rec_b)
         lo, hi = heaviest_run(per_hour, "excess", "hour") or (0, 23)
         window = _hour_window(day, lo, hi)
-        users = _users_gone(ev, day, baseline, seg, lo, hi)
         n = int(bd.filter(cond & pl.col("hour").is_between(lo, hi))["invalid"].sum())
+        users = _users_gone(ev, day, baseline, seg, lo, hi, n)
         out.append({
             "stage": "validate", "kind": "drop", "segment": seg, "window": window, "events": n, "users": users,
             "users_estimated": True, "dau_impact_pct": 0.0, "confidence": _confidence(inv_d - expected, expected),
@@ -400,23 +400,27 @@ def _hour_window(day: date, lo: int, hi: int) -> dict:
     return {"start": start.isoformat() + "Z", "end": end.isoformat() + "Z"}
 
 
-def _users_gone(ev: Evidence, day: date, baseline: date, seg: dict, lo: int, hi: int) -> int:
-    """Users of the segment active in the window on the baseline day but not loaded on ``day``
-    (scaled to the day's volume outside the window): an estimate of users wholly lost."""
-    cols = {"platform": "platform", "app_version": "app_version", "sdk_version": "sdk_version", "country": "country"}
-    where = " AND ".join(f"{cols[k]} = ?" for k in seg) or "true"
-    params = list(seg.values())
-    q = f"""SELECT count(DISTINCT user_id) FILTER (WHERE day = ? AND hour(event_ts) BETWEEN ? AND ?),
-                   count(DISTINCT user_id) FILTER (WHERE day = ? AND hour(event_ts) BETWEEN ? AND ?)
-            FROM activity_day WHERE outcome = 'loaded' AND {where}"""
-    in_b, in_d = ev.con.execute(q, [baseline, lo, hi, day, lo, hi] + params).fetchall()[0]
-    # Users of the segment whose activity on the day lies wholly within the window are the ones
-    # DAU loses; estimate them from the baseline's users who were active only then.
-    only_b = ev.con.execute(f"""
-        SELECT count(*) FROM (SELECT user_id, bool_and(hour(event_ts) BETWEEN ? AND ?) AS inside
-                              FROM activity_day WHERE outcome = 'loaded' AND day = ? AND {where} GROUP BY user_id)
-        WHERE inside""", [lo, hi, baseline] + params).fetchall()[0][0]
-    return int(max(0, min(only_b, in_b - in_d))) if in_b else 0
+def _users_gone(ev: Evidence, day: date, baseline: date, seg: dict, lo: int, hi: int, rejected: int = 0) -> int:
+    """An estimate of the users wholly lost with ``rejected`` events of ``seg`` in hours lo..hi:
+    the baseline day's users of the segment who were active only in those hours, times the share
+    of the segment's events in the window that were rejected on ``day``. A segment new since the
+    baseline (an app version just released) is widened until the baseline has its users."""
+    dims = list(seg)
+    while True:
+        part = {k: seg[k] for k in dims}
+        where = " AND ".join(f"{k} = ?" for k in part) or "true"
+        params = list(part.values())
+        only_b = ev.con.execute(f"""
+            SELECT count(*) FROM (SELECT user_id, bool_and(hour(event_ts) BETWEEN ? AND ?) AS inside
+                                  FROM activity_day WHERE outcome = 'loaded' AND day = ? AND {where} GROUP BY user_id)
+            WHERE inside""", [lo, hi, baseline] + params).fetchall()[0][0]
+        if only_b or not dims:
+            break
+        dims.pop()
+    loaded_d = ev.con.execute(f"SELECT count(*) FROM activity_day WHERE outcome = 'loaded' AND day = ? "
+                              f"AND hour(event_ts) BETWEEN ? AND ? AND {where}", [day, lo, hi] + params).fetchall()[0][0]
+    share = rejected / max(rejected + loaded_d, 1)
+    return int(round(only_b * share))
 
 
 def _delay_stage(sd, hit: pl.DataFrame) -> str:

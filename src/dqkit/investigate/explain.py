@@ -84,29 +84,42 @@ SELECT start_at, success, row_count FROM ev_inserts WHERE table_name = ? AND sta
 """
 
 
-def _from_spans(ev: Evidence, user_id: str, day: date, loaded: int) -> list[dict]:
-    """A user's events as the enrich spans saw them, with where each should have landed."""
+def _from_spans(ev: Evidence, user_id: str, day: date, loaded: dict[str, int]) -> list[dict]:
+    """A user's events that the enrich spans saw and the warehouse lacks (per event type, the
+    spans beyond the rows), with where each should have landed."""
     if not ev.has_spans or not ev.scalar(f"SELECT count(*) FROM spans WHERE name = '{N.ENRICH}' "
                                          f"AND attrs['{N.EVENT_USER_ID}'] IS NOT NULL"):
         return []
     seen = ev.sql(_ENRICHED, [user_id, day])
-    if seen.height <= loaded:
-        return []  # every enriched event of theirs is accounted for by a row
     out = []
-    for r in seen.iter_rows(named=True):
-        table = f"events_{r['event_type']}"
-        ins = ev.con.execute(_NEXT_INSERT, [table, r["enriched_at"]]).fetchall()
-        steps = [f"enriched at {r['enriched_at']} (span in trace {r['trace_id']}): geo resolved {_u(r['geo_resolved'])}, "
-                 f"profile cache hit {_u(r['profile_cache_hit'])}"]
-        if ins:
-            at, ok, n = ins[0]
-            steps.append(f"the next insert into {table} ({_u(n)} rows at {at}) " + ("succeeded" if ok else
-                         f"FAILED ({N.INSERT_SUCCESS} = false): rows of that insert never landed"))
-        else:
-            steps.append(f"no insert into {table} after it: not loaded (in flight, or lost before the load)")
-        out.append({"outcome": "enriched (from spans)", "event_id": None, "event_type": r["event_type"], "user_id": user_id,
-                    "event_ts": None, "trace_id": r["trace_id"], "decisions": steps})
+    for etype in sorted(set(seen["event_type"].drop_nulls().to_list())):
+        mine = seen.filter(seen["event_type"] == etype)
+        extra = mine.height - loaded.get(etype, 0)
+        if extra <= 0:
+            continue  # every enriched event of this type is accounted for by a row
+        table = f"events_{etype}"
+        found = []
+        for r in mine.iter_rows(named=True):
+            ins = ev.con.execute(_NEXT_INSERT, [table, r["enriched_at"]]).fetchall()
+            found.append((bool(ins) and ins[0][1], r, ins))
+        # The ones whose insert failed (or never came) are the likeliest to be the missing ones.
+        found.sort(key=lambda x: (x[0] is True, x[1]["enriched_at"]))
+        out += [_span_row(user_id, r, ins, table) for _, r, ins in found[:extra]]
     return out
+
+
+def _span_row(user_id: str, r: dict, ins: list, table: str) -> dict:
+    """One event known only from its enrich span, and what became of the insert it waited for."""
+    steps = [f"enriched at {r['enriched_at']} (span in trace {r['trace_id']}): geo resolved {_u(r['geo_resolved'])}, "
+             f"profile cache hit {_u(r['profile_cache_hit'])}"]
+    if ins:
+        at, ok, n = ins[0]
+        steps.append(f"the next insert into {table} ({_u(n)} rows at {at}) " + ("succeeded" if ok else
+                     f"FAILED ({N.INSERT_SUCCESS} = false): rows of that insert never landed"))
+    else:
+        steps.append(f"no insert into {table} after it: not loaded (in flight, or lost before the load)")
+    return {"outcome": "enriched (from spans)", "event_id": None, "event_type": r["event_type"], "user_id": user_id,
+            "event_ts": None, "trace_id": r["trace_id"], "decisions": steps}
 
 
 def explain(warehouse: str | Path, event_id: str | None = None, user_id: str | None = None, day: date | str | None = None,
@@ -134,7 +147,10 @@ def explain(warehouse: str | Path, event_id: str | None = None, user_id: str | N
         out = [{**{k: (str(v) if v is not None and not isinstance(v, (int, float, str)) else v) for k, v in r.items()},
                 "decisions": _steps(r)} for r in rows]
         if user_id is not None:
-            loaded = sum(1 for r in rows if r["outcome"] == "loaded")
+            loaded: dict[str, int] = {}
+            for r in rows:
+                if r["outcome"] == "loaded":
+                    loaded[r["event_type"]] = loaded.get(r["event_type"], 0) + 1
             out += [{k: (str(v) if v is not None and not isinstance(v, (int, float, str)) else v) for k, v in r.items()}
                     for r in _from_spans(ev, user_id, d, loaded)]
         return out

@@ -245,10 +245,14 @@ def _reconcile(ev: Evidence, as_of: datetime | None, flight_window: timedelta) -
         wh_table = wh_table.filter(pl.col("hour").is_between(lo, hi))
     t = spans_t.join(wh_table, on=["table_name", "hour"], how="full", coalesce=True).with_columns(
         pl.col("span_loaded", "span_dead_lettered", "warehouse_rows").fill_null(0), pl.col("inserts").fill_null(0)
-    ).with_columns(
-        table_silent_loss=(pl.col("span_loaded") - pl.col("warehouse_rows")).clip(lower_bound=0),
-        table_over_count=(pl.col("warehouse_rows") - pl.col("span_loaded")).clip(lower_bound=0),
     ).sort("hour", "table_name")
+    if ev.source.has("loaded_at"):
+        t = t.with_columns(
+            table_silent_loss=(pl.col("span_loaded") - pl.col("warehouse_rows")).clip(lower_bound=0),
+            table_over_count=(pl.col("warehouse_rows") - pl.col("span_loaded")).clip(lower_bound=0),
+        )
+    else:
+        t = _by_event_time(t)
     loads = ev.sql("""
         SELECT load_trace_id, min(start_at) AS start_at, any_value(total_loaded) AS total_loaded,
                sum(CASE WHEN success THEN row_count ELSE 0 END)::BIGINT AS landed,
@@ -263,6 +267,30 @@ def _reconcile(ev: Evidence, as_of: datetime | None, flight_window: timedelta) -
         per_batch = False
     totals = _totals(b, t, loads, per_batch, as_of, flight_window)
     return Reconciliation(b, t, totals, as_of, flight_window, per_batch, ev.source.name, ev.missing(), loads)
+
+
+def _by_event_time(t: pl.DataFrame) -> pl.DataFrame:
+    """Differences per table and hour when rows are placed by event time, not load time.
+
+    A row's event hour precedes the hour its insert ran, so hour by hour the table runs ahead
+    of the spans (late events by hours), and the raw difference would show a loss in one hour
+    and an over-count in another for every late event. The running deficit (rows the spans
+    loaded so far minus rows so far) does not: a loss raises it for good, a late event only
+    dips it for a while. Losses are the rises of its running maximum; an over-count is only
+    known for the table as a whole, and is placed at its last hour.
+    """
+    t = t.sort("table_name", "hour").with_columns(
+        deficit=(pl.col("span_loaded").cum_sum() - pl.col("warehouse_rows").cum_sum()).over("table_name"))
+    t = t.with_columns(peak=pl.col("deficit").cum_max().clip(lower_bound=0).over("table_name"))
+    t = t.with_columns(table_silent_loss=(pl.col("peak") - pl.col("peak").shift(1, fill_value=0).over("table_name")).clip(lower_bound=0))
+    # The rises cannot add up to more than the table's final deficit: trim from the latest hours.
+    final = pl.col("deficit").last().over("table_name").clip(lower_bound=0)
+    t = t.with_columns(table_silent_loss=pl.min_horizontal(
+        pl.col("table_silent_loss"),
+        (final - (pl.col("table_silent_loss").cum_sum() - pl.col("table_silent_loss")).over("table_name")).clip(lower_bound=0)))
+    last = pl.col("hour") == pl.col("hour").max().over("table_name")
+    t = t.with_columns(table_over_count=pl.when(last).then((-pl.col("deficit")).clip(lower_bound=0)).otherwise(0))
+    return t.drop("deficit", "peak").sort("hour", "table_name")
 
 
 def _per_batch(ledger: pl.DataFrame, wh_batch: pl.DataFrame, as_of: datetime, flight_window: timedelta) -> pl.DataFrame:

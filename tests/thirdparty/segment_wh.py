@@ -84,13 +84,13 @@ def segment_tracks(events_path: Path, profiles_path: Path | None = None, lost: L
 
     truth = None
     if lost is not None:
-        z = lambda t: t.astimezone(UTC).replace(tzinfo=None)  # noqa: E731
+        z = lambda t: t.astimezone(UTC).replace(tzinfo=None)
         hit = ((pl.col("platform") == lost.platform) & (pl.col("app_version") == lost.app_version)
                & (pl.col("original_timestamp") >= pl.lit(z(lost.start)).dt.replace_time_zone("UTC"))
                & (pl.col("original_timestamp") < pl.lit(z(lost.end)).dt.replace_time_zone("UTC")))
         gone = ev.filter(hit)
         ev = ev.filter(~hit)
-        iso = lambda t: t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+        iso = lambda t: t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         truth = {"stage": "client", "kind": "drop", "segment": {"platform": lost.platform, "app_version": lost.app_version},
                  "window": {"start": iso(lost.start), "end": iso(lost.end)}, "window_on": "event timestamp",
                  "events": gone.height,

@@ -243,3 +243,4 @@ def test_the_segment_warehouse_and_its_mapping(segment_warehouse):
     assert now < 0.6 * before and inc["events"] >= 100 and inc["users"] >= 20
     dau = dict(_sql(sw.warehouse, f"select event_ts::date, count(distinct user_id) from {canon} group by 1"))
     assert set(dau) >= {sw.day, sw.baseline_day}
+    assert 0 < inc["users_absent"] <= inc["users"]

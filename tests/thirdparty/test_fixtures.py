@@ -212,7 +212,7 @@ def test_the_incident_truths_match_the_files(reference_pipeline, spans):
     null_geo = _sql(run.warehouse, f"select count(*) from ({geo_union}) where geo_country is null")[0][0]
     assert null_geo == g["events"]  # the windows do not overlap: none of them was in a failed insert
 
-    # insert: the failed inserts are the truth's rows, all inside the window, all events_like.
+    # insert: the failed inserts are the truth's rows, all inside the window, all for its table.
     w = inc["warehouse.insert"]
     lo, hi = ns(w["window"]["start"]), ns(w["window"]["end"])
     failed = [(a, t) for a, t in ((_attrs(s), int(s["startTimeUnixNano"])) for s in spans if s["name"] == "analytics.warehouse.insert")

@@ -18,11 +18,18 @@ import threading
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 import grpc
 from google.protobuf import json_format
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
+from opentelemetry.proto.collector.trace.v1 import (
+    trace_service_pb2,
+    trace_service_pb2_grpc,
+)
 
 _ID_KEYS = ("traceId", "spanId", "parentSpanId")
 
@@ -50,12 +57,13 @@ def otlp_json(message) -> str:
 class _Sink(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_grpc.MetricsServiceServicer):
     def __init__(self, out_dir: Path) -> None:
         self.lock = threading.Lock()
-        self.traces = open(out_dir / "traces.jsonl", "a", encoding="utf-8")
-        self.metrics = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
+        # Open for the receiver's life, like the Collector's exporter; closed by close().
+        self.traces = open(out_dir / "traces.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self.metrics = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self.spans = 0
         self.requests = 0
 
-    def Export(self, request, context):  # noqa: N802 - the gRPC method name
+    def Export(self, request, context):
         line = otlp_json(request) + "\n"
         with self.lock:
             self.requests += 1
@@ -99,7 +107,7 @@ class OtlpFileReceiver:
         self._server.stop(grace=5).wait()
         self._sink.close()
 
-    def __enter__(self) -> OtlpFileReceiver:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -116,7 +116,7 @@ class Window:
         return self.start <= t < self.end
 
     def iso(self) -> dict:
-        z = lambda t: t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+        z = lambda t: t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return {"start": z(self.start), "end": z(self.end)}
 
 
@@ -211,8 +211,7 @@ class GeoIP:
             t = pl.read_parquet(ranges).sort("start")
             self._starts = t["start"].cast(pl.Int64).to_list()
             self._ends = t["end"].cast(pl.Int64).to_list()
-            cols = [t[c].to_list() if c in t.columns else [None] * t.height for c in ("country", "region", "city")]
-            self._geo = [Geo(*g) for g in zip(*cols)]
+            self._cols = [t[c].to_list() if c in t.columns else None for c in ("country", "region", "city")]
 
     def lookup(self, ip) -> Geo:
         try:
@@ -225,7 +224,9 @@ class GeoIP:
             return Geo(*_FIRST_OCTET[parts[0]]) if parts[0] in _FIRST_OCTET else _UNRESOLVED
         n = (parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]
         i = bisect.bisect_right(self._starts, n) - 1
-        return self._geo[i] if i >= 0 and n <= self._ends[i] else _UNRESOLVED
+        if i < 0 or n > self._ends[i]:
+            return _UNRESOLVED
+        return Geo(*(c[i] if c is not None else None for c in self._cols))
 
 
 # --- the pipeline ---------------------------------------------------------------------------
@@ -268,7 +269,8 @@ class ReferencePipeline:
 
     def __init__(self, warehouse: Path, tracer_provider, meter_provider, profiles: Path | None = None,
                  geoip_ranges: Path | None = None, bad_timestamps: BadTimestamps | None = None,
-                 geoip_outage: Window | None = None, failing_insert: FailingInsert | None = None) -> None:
+                 geoip_outage: Window | None = None, failing_insert: FailingInsert | None = None,
+                 durable: bool = True) -> None:
         self.tracer = tracer_provider.get_tracer("analytics.ingestion")
         meter = meter_provider.get_meter("analytics.ingestion")
         self.events_ingested = meter.create_counter("analytics.events.ingested", description="Total events ingested by the pipeline")
@@ -278,7 +280,8 @@ class ReferencePipeline:
                                                    description="Delay between event timestamp and warehouse availability", unit="s")
         self.ingestion_batch_size = meter.create_histogram("analytics.ingestion.batch_size", description="Number of events per ingestion batch")
         # One loader thread: these loads are many and small, and the service shares its host.
-        self.con = duckdb.connect(str(warehouse), config={"threads": 1})
+        # ``durable=False`` skips the fsync of every commit, for a throwaway warehouse in a test.
+        self.con = duckdb.connect(str(warehouse), config={"threads": 1, "fsync_mode": "STANDARD" if durable else "NONE"})
         self.tables: set[str] = set()
         self.profiles = {}
         if profiles is not None:
@@ -499,7 +502,8 @@ class ReferencePipeline:
     def bulk_insert(self, table: str, events: list) -> tuple[bool, float]:
         """One INSERT from an Arrow table; ``(success, duration_ms)``."""
         t0 = time.perf_counter()
-        rows = pa.Table.from_pylist([{c: (e["_ts"] if c == "timestamp" else e.get(c)) for c in COLUMNS} for e in events], schema=_ARROW)
+        rows = pa.Table.from_pylist(  # noqa: F841 - DuckDB reads it by name in the INSERT
+            [{c: (e["_ts"] if c == "timestamp" else e.get(c)) for c in COLUMNS} for e in events], schema=_ARROW)
         f = self.failing_insert
         try:
             if f is not None and f.table == table and _utc(self.loader.now) in f.window:
@@ -508,11 +512,7 @@ class ReferencePipeline:
                 cols = ", ".join(f'"{c}" {t}' for c, t in COLUMNS.items())
                 self.con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({cols})')
                 self.tables.add(table)
-            self.con.register("_rows", rows)
-            try:
-                self.con.execute(f'INSERT INTO "{table}" SELECT * FROM _rows')
-            finally:
-                self.con.unregister("_rows")
+            self.con.execute(f'INSERT INTO "{table}" SELECT * FROM rows')  # DuckDB scans the Arrow table in place
             ok = True
             self.counts.loaded += len(events)
         except duckdb.Error:

@@ -84,17 +84,22 @@ def segment_tracks(events_path: Path, profiles_path: Path | None = None, lost: L
 
     truth = None
     if lost is not None:
-        z = lambda t: t.astimezone(UTC).replace(tzinfo=None)  # noqa: E731
+        z = lambda t: t.astimezone(UTC).replace(tzinfo=None)
         hit = ((pl.col("platform") == lost.platform) & (pl.col("app_version") == lost.app_version)
                & (pl.col("original_timestamp") >= pl.lit(z(lost.start)).dt.replace_time_zone("UTC"))
                & (pl.col("original_timestamp") < pl.lit(z(lost.end)).dt.replace_time_zone("UTC")))
         gone = ev.filter(hit)
+        who = pl.when(pl.col("logged_out")).then(pl.col("anonymous_id")).otherwise(pl.col("user_id"))
+        on_day = lambda f: set(f.filter(pl.col("timestamp").dt.date() == lost.start.date()).select(who).to_series().to_list())
+        before = on_day(ev)
         ev = ev.filter(~hit)
-        iso = lambda t: t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+        absent = len(before - on_day(ev))
+        iso = lambda t: t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         truth = {"stage": "client", "kind": "drop", "segment": {"platform": lost.platform, "app_version": lost.app_version},
                  "window": {"start": iso(lost.start), "end": iso(lost.end)}, "window_on": "event timestamp",
                  "events": gone.height,
-                 "users": gone.select(pl.when(pl.col("logged_out")).then(pl.col("anonymous_id")).otherwise(pl.col("user_id"))).n_unique()}
+                 "users": gone.select(who).n_unique(),
+                 "users_absent": absent}  # users with no row at all that day (by ``timestamp``) because of it
 
     rows = ev.select(
         pl.col("event_id").alias("id"),

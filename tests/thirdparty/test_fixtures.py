@@ -76,7 +76,7 @@ def test_the_third_party_code_imports_no_dqkit(module):
 def test_traces_are_collector_otlp_json(reference_pipeline):
     lines = (reference_pipeline.telemetry / "traces.jsonl").read_text().splitlines()
     assert len(lines) > 1, "one export request per line, many requests"
-    for line in lines:
+    for n, line in enumerate(lines):
         doc = json.loads(line)
         for rs in doc["resourceSpans"]:
             assert {"key": "service.name", "value": {"stringValue": "analytics-ingestion"}} in rs["resource"]["attributes"]
@@ -89,8 +89,9 @@ def test_traces_are_collector_otlp_json(reference_pipeline):
                 for a in s.get("attributes", []):
                     if "intValue" in a["value"]:
                         assert isinstance(a["value"]["intValue"], str)
-        _b64_ids(doc)
-        json_format.ParseDict(doc, trace_service_pb2.ExportTraceServiceRequest())
+        if n < 5:  # the rest of the structure, by protobuf's parser (slow: a few lines suffice)
+            _b64_ids(doc)
+            json_format.ParseDict(doc, trace_service_pb2.ExportTraceServiceRequest())
 
 
 def test_metrics_are_the_articles_five_with_counts_that_match(reference_pipeline):
@@ -116,7 +117,7 @@ def test_metrics_are_the_articles_five_with_counts_that_match(reference_pipeline
 def test_span_counts_and_the_ledger_match_the_truth(reference_pipeline, spans):
     exp = reference_pipeline.expected
     assert Counter(s["name"] for s in spans) == Counter(exp["spans"])
-    by = lambda name: [_attrs(s) for s in spans if s["name"] == name]  # noqa: E731
+    by = lambda name: [_attrs(s) for s in spans if s["name"] == name]
     assert sum(a["batch.event_count"] for a in by("analytics.ingest_batch")) == exp["received"]
     assert sum(a["validation.invalid_count"] for a in by("analytics.validate_batch")) == exp["invalid"]
     assert sum(a["dedup.duplicates_removed"] for a in by("analytics.deduplicate")) == exp["duplicate"]
@@ -172,10 +173,11 @@ def test_failed_inserts_are_missing_from_the_table_but_counted_as_loaded(referen
     exp = reference_pipeline.expected
     inserts = [(_attrs(s), int(s["startTimeUnixNano"])) for s in spans if s["name"] == "analytics.warehouse.insert"]
     failed = [a for a, _ in inserts if not a["insert.success"]]
-    assert failed and {a["table.name"] for a in failed} == {"events_like"}
+    assert failed and {a["table.name"] for a in failed} == {reference_pipeline.incidents[2]["segment"]["table"]}
     assert sum(a["insert.row_count"] for a in failed) == exp["failed_insert_rows"] > 0
-    ok_like = sum(a["insert.row_count"] for a, _ in inserts if a["table.name"] == "events_like" and a["insert.success"])
-    assert _sql(reference_pipeline.warehouse, "select count(*) from events_like")[0][0] == ok_like
+    table = reference_pipeline.incidents[2]["segment"]["table"]
+    ok = sum(a["insert.row_count"] for a, _ in inserts if a["table.name"] == table and a["insert.success"])
+    assert _sql(reference_pipeline.warehouse, f"select count(*) from {table}")[0][0] == ok
     total_loaded = sum(_attrs(s)["warehouse.total_loaded"] for s in spans if s["name"] == "analytics.warehouse_load")
     assert total_loaded == exp["reported_total_loaded"] == exp["loaded"] + exp["failed_insert_rows"]
 
@@ -186,7 +188,7 @@ def test_the_incident_truths_match_the_files(reference_pipeline, spans):
     assert set(inc) == {"validate", "enrich.geo_ip", "warehouse.insert"}
     assert all(i["events"] > 0 and 0 < i["users"] <= i["events"] for i in run.incidents)
     assert all(i["window"]["start"].startswith(str(run.day)) for i in run.incidents)
-    ns = lambda t: int(__import__("datetime").datetime.fromisoformat(t).timestamp() * 1e9)  # noqa: E731
+    ns = lambda t: int(__import__("datetime").datetime.fromisoformat(t).timestamp() * 1e9)
 
     # validate: the segment's events of the window never reach the warehouse; its batches show them.
     v = inc["validate"]
@@ -210,7 +212,7 @@ def test_the_incident_truths_match_the_files(reference_pipeline, spans):
     null_geo = _sql(run.warehouse, f"select count(*) from ({geo_union}) where geo_country is null")[0][0]
     assert null_geo == g["events"]  # the windows do not overlap: none of them was in a failed insert
 
-    # insert: the failed inserts are the truth's rows, all inside the window, all events_like.
+    # insert: the failed inserts are the truth's rows, all inside the window, all for its table.
     w = inc["warehouse.insert"]
     lo, hi = ns(w["window"]["start"]), ns(w["window"]["end"])
     failed = [(a, t) for a, t in ((_attrs(s), int(s["startTimeUnixNano"])) for s in spans if s["name"] == "analytics.warehouse.insert")
@@ -233,7 +235,7 @@ def test_the_segment_warehouse_and_its_mapping(segment_warehouse):
     win = f"event_ts >= '{inc['window']['start']}' and event_ts < '{inc['window']['end']}'"
     assert _sql(sw.warehouse, f"select count(*) from {canon} where {seg} and {win}")[0][0] == 0
     # The same window a week before: the platform had far more traffic than it has now.
-    wk = lambda t: t.replace(str(sw.day), str(sw.baseline_day))  # noqa: E731
+    wk = lambda t: t.replace(str(sw.day), str(sw.baseline_day))
     android = "platform = 'android'"
     now = _sql(sw.warehouse, f"select count(*) from {canon} where {android} and {win}")[0][0]
     before = _sql(sw.warehouse, f"select count(*) from {canon} where {android} "
@@ -241,3 +243,4 @@ def test_the_segment_warehouse_and_its_mapping(segment_warehouse):
     assert now < 0.6 * before and inc["events"] >= 100 and inc["users"] >= 20
     dau = dict(_sql(sw.warehouse, f"select event_ts::date, count(distinct user_id) from {canon} group by 1"))
     assert set(dau) >= {sw.day, sw.baseline_day}
+    assert 0 < inc["users_absent"] <= inc["users"]

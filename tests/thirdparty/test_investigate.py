@@ -44,7 +44,7 @@ def test_ledger_knows_what_the_spans_can_tell(reference_pipeline):
     assert b["enriched"].null_count() == b.height and b["loaded"].null_count() == b.height
     by_type = ledger.event_type_ledger(spans)
     assert by_type.height > 0 and int(by_type["loaded"].sum()) == ref.expected["loaded"]
-    assert int(by_type.filter(by_type["event_type"] == "like")["dead_lettered"].sum()) == ref.expected["failed_insert_rows"]
+    assert int(by_type.filter(by_type["event_type"] == "view")["dead_lettered"].sum()) == ref.expected["failed_insert_rows"]
     st = set(stage_lag(spans)["stage"].unique())
     assert {"ingest", "enrich", "insert"} <= st
 
@@ -98,11 +98,11 @@ def test_diagnose_names_each_incident_with_stage_segment_and_window(reference_pi
 def test_explain_a_user_whose_rows_never_landed(reference_pipeline):
     ref = reference_pipeline
     spans = dqkit.load_spans(ref.telemetry)
-    # A user with an event in a failed insert of events_like: the warehouse never saw it.
+    # A user with an event in a failed insert of events_view: the warehouse never saw it.
     uid = spans.con.sql("""
         WITH f AS (SELECT start_ns FROM spans WHERE name = 'analytics.warehouse.insert'
-                   AND attrs['insert.success'] = 'false' AND attrs['table.name'] = 'events_like')
-        SELECT e.attrs['event.user_id'] FROM spans e, f WHERE e.name = 'analytics.enrich' AND e.attrs['event.type'] = 'like'
+                   AND attrs['insert.success'] = 'false' AND attrs['table.name'] = 'events_view')
+        SELECT e.attrs['event.user_id'] FROM spans e, f WHERE e.name = 'analytics.enrich' AND e.attrs['event.type'] = 'view'
           AND e.start_ns <= f.start_ns AND e.start_ns > f.start_ns - 60 * 1000000000::BIGINT LIMIT 1""").fetchall()[0][0]
     rows = dqkit.explain(ref.warehouse, user_id=uid, day=ref.day, spans=spans)
     lost = [r for r in rows if r["outcome"] == "enriched (from spans)"]

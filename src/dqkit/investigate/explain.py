@@ -151,7 +151,7 @@ def explain(warehouse: str | Path, event_id: str | None = None, user_id: str | N
             for r in rows:
                 if r["outcome"] == "loaded":
                     loaded[r["event_type"]] = loaded.get(r["event_type"], 0) + 1
-            out += [{k: (str(v) if v is not None and not isinstance(v, (int, float, str)) else v) for k, v in r.items()}
+            out += [{k: (str(v) if v is not None and not isinstance(v, (int, float, str, list)) else v) for k, v in r.items()}
                     for r in _from_spans(ev, user_id, d, loaded)]
         return out
     finally:

@@ -175,9 +175,9 @@ def _verdict_line(doc: dict) -> str:
     dau, v = doc["dau"], doc["verdict"]
     change = f"DAU {count(dau['warehouse'])}, {signed_pct(dau['change_pct'])} against {short_day(doc['baseline_day'])}"
     lost = -sum(u for k, u in doc["decomposition"]["parts"].items() if k != "real_change")
-    why = {"pipeline": f"the pipeline's doing: {count(lost)} users lost or late in the pipeline",
+    why = {"pipeline": f"the pipeline's doing: {count(lost)} users lost in it or still to arrive",
            "real": "a real change in users, not the pipeline",
-           "mixed": f"partly real, partly the pipeline ({count(lost)} users lost or late in it)",
+           "mixed": f"partly real, partly the pipeline ({count(lost)} users lost in it or still to arrive)",
            "none": "no material change"}[v]
     return f"{change} — {why}."
 

@@ -398,18 +398,24 @@ def explain(warehouse, event_id, user_id, day, spans, as_json, source) -> None:
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dqkit-report"), show_default=True,
               help="Folder for the executed notebook, the HTML report and findings.json.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Notebook parameter, e.g. max_lag_p95_s=1800 or max_rejected_share=0.02 (repeatable).")
-def report(day, warehouse, spans, out, params) -> None:
+              help="A threshold, e.g. max_lag_p95_s=1800, max_rejected_share=0.02, max_dead_lettered=100 (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings document (findings.json) on stdout.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show the notebook's progress (cells executed) on stderr; default: when stderr is a terminal.")
+def report(day, warehouse, spans, out, params, as_json, progress) -> None:
     """Run the daily quality report (papermill) and exit non-zero when a threshold breaks.
 
     \b
     Writes OUT/quality_report-DAY.ipynb (executed), OUT/quality_report-DAY.html (standalone,
     charts embedded) and OUT/findings.json.
-    Exit codes: 0 healthy; 3 a threshold was breached (unexplained loss, lag p95, rejected
-    share); 1 the notebook failed (the executed notebook keeps the error); 2 bad arguments.
+    Thresholds (defaults in dqkit.report.Thresholds): max_unexplained_loss=0, max_dead_lettered=0,
+    max_rejected_share=0.05, max_lag_p95_s=3600.
+    Exit codes: 0 healthy; 3 a threshold was breached; 1 the notebook failed (the executed
+    notebook keeps the error); 2 bad arguments.
     Cron: 15 6 * * *  cd /srv/dqkit && .venv/bin/dqkit report -w wh.duckdb -s telemetry --out reports/$(date +\\%F)
     """
     from dqkit.report import EXIT_USAGE, run_report, yesterday
+    from dqkit.report.render import breach_text
 
     kv = {}
     for p in params:
@@ -421,16 +427,23 @@ def report(day, warehouse, spans, out, params) -> None:
     if bool(warehouse) != bool(spans):
         click.echo("dqkit: error: pass both --warehouse and --spans, or neither for the demo", err=True)
         sys.exit(EXIT_USAGE)
+    if progress is None:
+        progress = sys.stderr.isatty()
     try:
-        code, doc = run_report(day.isoformat() if day else yesterday(), warehouse or "", spans or "", out, kv)
+        code, doc = run_report(day.isoformat() if day else yesterday(), warehouse or "", spans or "", out, kv,
+                               progress=progress)
     except DqkitError as exc:
         click.echo(f"dqkit: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     if code == 1:
         click.echo(f"dqkit: the report notebook failed; see the executed notebook in {out}", err=True)
+        sys.exit(code)
+    state = "healthy" if code == 0 else "THRESHOLD BREACHED: " + "; ".join(breach_text(c) for c in doc["breaches"])
+    line = f"{doc['day']}: {state}. Report: {out / ('quality_report-' + doc['day'] + '.html')}"
+    if _echo_json(doc, as_json):
+        click.echo(line, err=True)
     else:
-        state = "healthy" if code == 0 else "THRESHOLD BREACHED: " + "; ".join(doc["breaches"])
-        click.echo(f"{doc['day']}: {state}. Report: {out}")
+        click.echo(line)
     sys.exit(code)
 
 

@@ -402,7 +402,8 @@ def explain(warehouse, event_id, user_id, day, spans, as_json, source) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the findings document (findings.json) on stdout.")
 @click.option("--progress/--no-progress", default=None,
               help="Show the notebook's progress (cells executed) on stderr; default: when stderr is a terminal.")
-def report(day, warehouse, spans, out, params, as_json, progress) -> None:
+@_source_option
+def report(day, warehouse, spans, out, params, as_json, progress, source) -> None:
     """Run the daily quality report (papermill) and exit non-zero when a threshold breaks.
 
     \b
@@ -431,7 +432,7 @@ def report(day, warehouse, spans, out, params, as_json, progress) -> None:
         progress = sys.stderr.isatty()
     try:
         code, doc = run_report(day.isoformat() if day else yesterday(), warehouse or "", spans or "", out, kv,
-                               progress=progress)
+                               progress=progress, source=source)
     except DqkitError as exc:
         click.echo(f"dqkit: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

@@ -62,6 +62,7 @@ def open_activity(warehouse: str | Path | Evidence, spans=None, source=None) -> 
 
 
 def day_counts(con: duckdb.DuckDBPyConnection, day: date) -> DayCounts:
+    con = getattr(con, "con", con)  # an Evidence from open_activity, or its connection
     wh, rec = con.execute(
         "SELECT count(DISTINCT user_id) FILTER (WHERE outcome = 'loaded'), count(DISTINCT user_id) FROM activity_day WHERE day = ?",
         [day]).fetchall()[0]
@@ -74,6 +75,7 @@ def day_counts(con: duckdb.DuckDBPyConnection, day: date) -> DayCounts:
 
 def lost_users(con: duckdb.DuckDBPyConnection, day: date) -> pl.DataFrame:
     """Users of ``day`` with nothing loaded, with the first stage that rejected them."""
+    con = getattr(con, "con", con)
     order = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(STAGE_ORDER))
     return con.sql(f"""
         SELECT user_id, arg_min(stage, CASE stage {order} ELSE 99 END) AS stage

@@ -61,7 +61,8 @@ class DailyReport:
         return p
 
 
-def daily_report(day: date | str, warehouse: str | Path, spans, thresholds: Thresholds | None = None) -> DailyReport:
+def daily_report(day: date | str, warehouse: str | Path, spans, thresholds: Thresholds | None = None,
+                 source=None) -> DailyReport:
     """Everything the daily report states about ``day``.
 
     Args:
@@ -69,6 +70,7 @@ def daily_report(day: date | str, warehouse: str | Path, spans, thresholds: Thre
         warehouse: the DuckDB warehouse file.
         spans: loaded spans, or OTLP/JSON files / telemetry folders.
         thresholds: the limits to check; :class:`Thresholds` defaults when None.
+        source: what the warehouse's tables mean (``dqkit``, ``reference``, a mapping file); detected when None.
     """
     from dqkit.investigate.diagnose import diagnose
     from dqkit.investigate.lag import event_lag
@@ -79,9 +81,9 @@ def daily_report(day: date | str, warehouse: str | Path, spans, thresholds: Thre
     d = day if isinstance(day, date) else date.fromisoformat(str(day))
     sd = spans if isinstance(spans, SpanData) else load_spans(spans)
     start = datetime.combine(d, datetime.min.time(), tzinfo=UTC)
-    rec = reconcile(warehouse, sd).window(start, start + timedelta(days=1))
+    rec = reconcile(warehouse, sd, source=source).window(start, start + timedelta(days=1))
     t = rec.totals
-    daily = event_lag(warehouse, every="day")
+    daily = event_lag(warehouse, every="day", spans=sd, source=source)
     row = daily.filter(pl.col("day").dt.date() == d)
     lag = {k: (round(float(row[k][0]), 1) if row.height else None) for k in ("p50_s", "p95_s", "p99_s")}
     measures = {
@@ -93,6 +95,7 @@ def daily_report(day: date | str, warehouse: str | Path, spans, thresholds: Thre
         "lag_p50_s": lag["p50_s"], "lag_p95_s": lag["p95_s"], "lag_p99_s": lag["p99_s"],
         "loaded_after_day_close": round(float(row["after_day_close"][0]), 4) if row.height else None,
     }
-    hourly = event_lag(warehouse)
+    hourly = event_lag(warehouse, spans=sd, source=source)
     hourly = hourly.filter(pl.col("hour").dt.date() == d)
-    return DailyReport(d, th, evaluate(measures, th), measures, diagnose(warehouse, sd, d).to_dict(), rec.findings(), rec, hourly)
+    return DailyReport(d, th, evaluate(measures, th), measures, diagnose(warehouse, sd, d, source=source).to_dict(),
+                       rec.findings(), rec, hourly)

@@ -23,7 +23,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BREACH = 0, 1, 2, 3
 NOTEBOOK = "quality_report.ipynb"
 OMIT_TAG = "omit-from-report"
 """Cells tagged so stay in the executed notebook (nbval checks them) but not on the HTML page."""
-_PATHS = ("day", "warehouse", "spans", "findings_path", "out_dir")
+_PATHS = ("day", "warehouse", "spans", "findings_path", "out_dir", "source")
 
 
 def notebooks_dir() -> Path:
@@ -111,7 +111,7 @@ def execute(notebook: Path, executed: Path, parameters: dict, cwd: Path, progres
 
 
 def run_report(day: str, warehouse: str | Path, spans: str | Path, out_dir: str | Path, params: dict | None = None,
-               progress: bool = False) -> tuple[int, dict]:
+               progress: bool = False, source: str | Path | None = None) -> tuple[int, dict]:
     """Execute the report notebook for ``day`` into ``out_dir``; returns (exit code, findings document).
 
     Args:
@@ -121,11 +121,14 @@ def run_report(day: str, warehouse: str | Path, spans: str | Path, out_dir: str 
         out_dir: folder for the executed notebook, the HTML page and ``findings.json``.
         params: threshold overrides (:class:`Thresholds` field names), as strings or numbers.
         progress: show a progress bar (cells executed) on stderr.
+        source: what the warehouse's tables mean (``dqkit``, ``reference`` or a mapping file); detected when None.
     """
     import papermill as pm
 
     out = Path(out_dir).resolve()
     given = {"day": day, **({"warehouse": str(Path(warehouse).resolve()), "spans": str(Path(spans).resolve())} if warehouse else {})}
+    if source:
+        given["source"] = str(Path(source).resolve()) if Path(str(source)).is_file() else str(source)
     p = validate_params({**given, **(params or {})})
     out.mkdir(parents=True, exist_ok=True)
     findings = out / "findings.json"

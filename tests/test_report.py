@@ -78,6 +78,9 @@ def test_bad_parameters_are_refused_before_a_kernel_starts(tmp_path, week, param
     with pytest.raises(ConfigError, match=message):
         run_report("2026-11-27", week.warehouse, week.telemetry, tmp_path / "r", params)
     assert not (tmp_path / "r").exists()
+
+
+def test_the_cli_refuses_a_bad_day_with_exit_2(tmp_path):
     out = subprocess.run([sys.executable, "-m", "dqkit.cli", "report", "--day", "nope", "--out", str(tmp_path / "c")],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "2026-11-20" in out.stderr and not (tmp_path / "c").exists()

@@ -10,6 +10,7 @@ import pytest
 import dqkit
 from dqkit import demo
 from dqkit.investigate import charts
+from dqkit.investigate.dau import dau_days
 from dqkit.investigate.lag import event_lag
 
 
@@ -74,7 +75,7 @@ def test_heatmap_leaves_cells_without_loss_white(drop):
 
 def test_dau_by_day_and_losses_by_hour(drop, tmp_path):
     made, d, rec = drop
-    days = charts.dau_days(made.warehouse, d["baseline_day"], d["day"])
+    days = dau_days(made.warehouse, d["baseline_day"], d["day"])
     assert days.height == 8 and days["day"][-1] == date.fromisoformat(d["day"])
     assert days["warehouse"][-1] == d["dau"]["warehouse"] and days["received"][-1] == d["dau"]["received"]
     lost = _values(charts.losses_by_hour(rec, "platform", day=d["day"]))

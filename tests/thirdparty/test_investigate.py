@@ -145,3 +145,25 @@ def test_a_wrong_mapping_is_a_clear_error(segment_warehouse, tmp_path, bad, says
     res = CliRunner().invoke(main, ["diagnose", "-w", str(segment_warehouse.warehouse), "--day", "2026-11-20",
                                     "--source", str(m)])
     assert res.exit_code == 2 and says in res.output and "Traceback" not in res.output, res.output
+
+
+def test_report_and_notebooks_on_the_reference_source(reference_pipeline, tmp_path):
+    """The daily report and notebooks 02 and 03, papermill-executed on the third-party pipeline."""
+    import papermill as pm
+
+    from dqkit.report import EXIT_BREACH, run_report
+    from dqkit.report.run import notebooks_dir
+
+    ref = reference_pipeline
+    code, doc = run_report(ref.day.isoformat(), ref.warehouse, ref.telemetry, tmp_path / "report", source="reference")
+    assert code == EXIT_BREACH, doc  # failed inserts breach max_dead_lettered
+    stages = {f["stage"] for f in doc["findings"]}
+    assert {"validate", "enrich.geo_ip", "warehouse.insert"} <= stages, doc
+    for name in ("02_spans_vs_warehouse", "03_dau_drop_investigation"):
+        out = tmp_path / f"{name}.ipynb"
+        pm.execute_notebook(str(notebooks_dir() / f"{name}.ipynb"), str(out), cwd=str(tmp_path), kernel_name="python3",
+                            progress_bar=False, parameters={"warehouse": str(ref.warehouse), "spans": str(ref.telemetry),
+                                                            "source": "reference", "day": ref.day.isoformat()})
+        text = out.read_text()
+        expect = "that the load's own total still counts as loaded" if name.startswith("02") else "android"
+        assert expect in text, f"{name}: {expect!r} not in its output"

@@ -207,22 +207,8 @@ def _short(day: str) -> str:
     return date.fromisoformat(day).strftime("%a %-d %b")
 
 
-def dau_days(warehouse: str | Path, first: date | str, last: date | str) -> pl.DataFrame:
-    """DAU per day from ``first`` to ``last``: in the warehouse and as received by the pipeline."""
-    from dqkit.investigate.dau import day_counts, open_activity
-
-    d0, d1 = (d if isinstance(d, date) else date.fromisoformat(str(d)) for d in (first, last))
-    con = open_activity(warehouse)
-    try:
-        counts = [day_counts(con, d0 + timedelta(days=i)) for i in range((d1 - d0).days + 1)]
-    finally:
-        con.close()
-    return pl.DataFrame({"day": [c.day for c in counts], "warehouse": [c.warehouse for c in counts],
-                         "received": [c.received for c in counts]})
-
-
 def dau_by_day(days: pl.DataFrame, diagnosis: dict | None = None, title: str = "Daily active users") -> alt.Chart:
-    """DAU per day (:func:`dau_days`) as the warehouse counts it and as the pipeline received it,
+    """DAU per day (:func:`dqkit.investigate.dau.dau_days`) as the warehouse counts it and as the pipeline received it,
     plus, on the diagnosed day, the warehouse count with the users expected to arrive late."""
     names = ["in the warehouse", "received by the pipeline", "warehouse + expected late"]
     long = days.rename({"warehouse": names[0], "received": names[1]}).unpivot(index="day", variable_name="series",

@@ -107,3 +107,16 @@ def pick_baseline(con: duckdb.DuckDBPyConnection, day: date) -> tuple[date, str]
     if has:
         return week, "the same weekday a week before"
     return day - timedelta(days=1), "the previous day (no data a week before)"
+
+
+def dau_days(warehouse: str | Path | Evidence, first: date | str, last: date | str, spans=None, source=None) -> pl.DataFrame:
+    """DAU per day from ``first`` to ``last``: in the warehouse and as received by the pipeline."""
+    d0, d1 = (d if isinstance(d, date) else date.fromisoformat(str(d)) for d in (first, last))
+    ev = open_activity(warehouse, spans, source)
+    try:
+        counts = [day_counts(ev, d0 + timedelta(days=i)) for i in range((d1 - d0).days + 1)]
+    finally:
+        if not isinstance(warehouse, Evidence):
+            ev.close()
+    return pl.DataFrame({"day": [c.day for c in counts], "warehouse": [c.warehouse for c in counts],
+                         "received": [c.received for c in counts]})

@@ -130,7 +130,8 @@ def explain(warehouse: str | Path, event_id: str | None = None, user_id: str | N
     carry them (outcome ``enriched (from spans)``)."""
     if (event_id is None) == (user_id is None):
         raise ValueError("pass either event_id or user_id (with day)")
-    ev = open_evidence(warehouse, spans, source)
+    own = not isinstance(warehouse, Evidence)
+    ev = open_evidence(warehouse, spans, source) if own else warehouse
     con = ev.con
     try:
         if event_id is not None:
@@ -155,4 +156,24 @@ def explain(warehouse: str | Path, event_id: str | None = None, user_id: str | N
                     for r in _from_spans(ev, user_id, d, loaded)]
         return out
     finally:
+        if own:
+            ev.close()
+
+
+def lost_user_story(warehouse: str | Path, day: date | str, spans=None, source=None, limit: int = 2) -> list[str]:
+    """The first events of one user the day lost (everything they sent was rejected), with the
+    decisions made: a line per event for a notebook or report to print. Says so when the source
+    cannot name such a user (no quarantine table)."""
+    from dqkit.investigate.dau import lost_users, open_activity
+
+    d = day if isinstance(day, date) else date.fromisoformat(str(day))
+    ev = open_activity(warehouse, spans, source)
+    try:
+        user = lost_users(ev, d)["user_id"].min()
+        if user is None:
+            why = "" if ev.has_quarantine else " (the source keeps no quarantine table, so whose events were rejected is unknown)"
+            return [f"No user is known to have lost everything on {d}{why}."]
+        rows = explain(ev, user_id=user, day=d)[:limit]
+    finally:
         ev.close()
+    return ["\n  - ".join([str(r["event_id"]), *r["decisions"]]) for r in rows]

@@ -160,13 +160,15 @@ _DIFF = {
     "over_count": "more rows in the warehouse than the insert spans loaded",
     "dead_lettered": "events dead-lettered after failed inserts (spans)",
     "in_flight": "events still on their way to the warehouse",
+    "overstated_load": "rows of failed inserts that the load's own total still counts as loaded",
 }
 
 
 def difference_sentence(f: dict) -> str:
     """One spans-vs-warehouse difference (:meth:`Reconciliation.findings`) as a sentence."""
     tables = f" ({', '.join(f['tables'])})" if f.get("tables") else ""
-    return f"{f['events']:,} {_DIFF.get(f['class'], f['class'])}{tables}, in {f['batches']:,} batches."
+    where = f"in {f['batches']:,} batches" if f.get("batches") is not None else f"per table and hour, {window(f.get('window'))}"
+    return f"{f['events']:,} {_DIFF.get(f['class'], f['class'])}{tables}, {where}."
 
 
 # -- blocks ----------------------------------------------------------------------------------------

@@ -113,6 +113,100 @@ def _excess_hours(con, affected: pl.DataFrame, where: str, baseline: date, ratio
     return hours.filter(pl.col("hour").is_between(lo, hi)).drop("hour")
 
 
+_SQL_DIM = {"platform": "platform", "app_version": "app_version", "sdk_version": "sdk_version", "event_type": "event_type",
+            "country": "country"}
+
+
+def _seg_sql(seg: dict) -> str:
+    """The segment as a SQL condition on ``activity_day`` (values quoted)."""
+    return " AND ".join(f"{_SQL_DIM[k]} = '{str(v).replace(chr(39), chr(39) * 2)}'" for k, v in seg.items()) or "true"
+
+
+def _seg_expr(seg: dict) -> pl.Expr:
+    return pl.all_horizontal([pl.col(k) == v for k, v in seg.items()]) if seg else pl.lit(True)
+
+
+def _cluster_segment(con, rows: pl.DataFrame, where: str, day: date, baseline: date, ratio: float) -> dict:
+    """The narrowest segment holding the largest incident among ``rows``: a value that holds
+    most of them, or, when two incidents share the rows, the value with the largest excess over
+    its own baseline that is an incident on its own."""
+    seg: dict = {}
+    cur = rows
+    for dim in DIMENSIONS:
+        if dim not in cur.columns or cur.is_empty():
+            continue
+        counts = cur.group_by(dim).len().filter(pl.col(dim).is_not_null() & (pl.col(dim) != "unknown"))
+        if counts.is_empty():
+            continue
+        base = con.sql(f"SELECT {_SQL_DIM[dim]} AS v, count(*) AS m FROM activity_day WHERE day = ? AND ({where}) "
+                       f"AND {_seg_sql(seg)} GROUP BY 1", params=[baseline]).pl().rename({"v": dim})
+        counts = counts.join(base.cast({dim: counts.schema[dim]}), on=dim, how="left").with_columns(
+            excess=pl.col("len") - pl.col("m").fill_null(0) * ratio).sort("excess", dim, descending=[True, False])
+        value, n, m = counts.row(0)[0], counts["len"][0], counts["m"].fill_null(0)[0] * ratio
+        share = n / cur.height
+        if share >= SEGMENT_SHARE or (share >= 0.3 and _significant(n, m, 0) and counts.height > 1
+                                      and counts["excess"][0] >= 2 * max(counts["excess"][1], 0)):
+            seg[dim] = value
+            cur = cur.filter(pl.col(dim) == value)
+    return seg
+
+
+def _clusters(con, rows: pl.DataFrame, where: str, day: date, baseline: date, ratio: float, expected: float,
+              volume: float, most: int = 4) -> list[tuple[dict, pl.DataFrame]]:
+    """A stage's excess as separate incidents: the largest one's segment, then its window found
+    within that segment (a contiguous run of hours), its rows taken out; again on the rest while
+    the rest still stands above the baseline."""
+    out: list[tuple[dict, pl.DataFrame]] = []
+    rest = rows.with_row_index("_row")
+    for _ in range(most):
+        if rest.is_empty() or not _significant(rest.height, expected if not out else expected / 2, volume if not out else 0):
+            break
+        seg = _cluster_segment(con, rest, where, day, baseline, ratio)
+        in_seg = rest.filter(_seg_expr(seg))
+        hot = _excess_hours(con, in_seg.drop("_row"), f"({where}) AND {_seg_sql(seg)}", baseline, ratio)
+        win = _window(hot)
+        if win["start"] is None:
+            break
+        t = pl.when(pl.col("stage") == "validate").then(pl.col("received_at")).otherwise(
+            pl.coalesce("event_ts", "received_at")) if "stage" in in_seg.columns else pl.coalesce("event_ts", "received_at")
+        lo, hi = _parse(win["start"]), _parse(win["end"])
+        cluster = in_seg.filter(t.is_between(lo, hi, closed="left"))
+        if cluster.height < 5 or (out and cluster.height < 0.05 * rows.height):
+            break
+        out.append((seg, cluster.drop("_row")))
+        rest = rest.join(cluster.select("_row"), on="_row", how="anti")
+    return out
+
+
+def _duplicate_kind(con, hot: pl.DataFrame) -> tuple[str, str]:
+    """Resend or collision, by content: a duplicate whose type or time differs from the event
+    that holds its id is a different event that lost its place (a drop, wherever the original
+    came from); an identical one is a resend, and nothing was lost."""
+    dups = hot.select("event_id", "event_type", "event_ts", "trace_id", "duplicate_of_trace").filter(pl.col("event_id").is_not_null())
+    con.register("_dups", dups.to_arrow())
+    try:
+        same, differ = con.execute("""
+            SELECT count(*) FILTER (WHERE o.event_type = d.event_type AND abs(epoch(o.event_ts) - epoch(d.event_ts)) < 1),
+                   count(*) FILTER (WHERE o.event_type IS DISTINCT FROM d.event_type OR NOT abs(epoch(o.event_ts) - epoch(d.event_ts)) < 1)
+            FROM _dups d JOIN (SELECT event_id, any_value(event_type) AS event_type, min(event_ts) AS event_ts
+                               FROM ev_events WHERE event_id IN (SELECT event_id FROM _dups) GROUP BY 1) o USING (event_id)
+        """).fetchall()[0]
+    finally:
+        con.unregister("_dups")
+    if same + differ == 0:
+        # The originals are not loaded (or not kept): judge by delivery, repeats inside one
+        # delivery are distinct events sharing an id.
+        inside = dups.select((pl.col("duplicate_of_trace") == pl.col("trace_id")).mean()).item() or 0.0
+        return ("drop", "id collision within a delivery") if inside >= 0.5 else ("inflated", "resent by the client")
+    if differ > same:
+        return "drop", f"id collision: {differ:,} of {same + differ:,} duplicates differ in type or time from the event holding their id"
+    return "inflated", f"resent: {same:,} of {same + differ:,} duplicates are identical to the event holding their id"
+
+
+def _parse(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
 def _confidence(excess: float, base: float) -> float:
     """How clearly an excess stands above the baseline's level (0..1)."""
     if excess <= 0:
@@ -192,30 +286,33 @@ def _diagnose(ev: Evidence, day: date, baseline: date | None) -> Diagnosis:
     vol_d = max(con.execute("SELECT count(*) FROM activity_day WHERE day = ?", [day]).fetchall()[0][0], 1)
     vol_b = max(con.execute("SELECT count(*) FROM activity_day WHERE day = ?", [baseline]).fetchall()[0][0], 1)
     for stage in STAGE_ORDER:
-        ev_d = _activity(con, day, f"outcome = 'rejected' AND stage = '{stage}'")
-        ev_b = con.execute("SELECT count(*) FROM activity_day WHERE day = ? AND outcome = 'rejected' AND stage = ?",
-                           [baseline, stage]).fetchall()[0][0]
+        where = f"outcome = 'rejected' AND stage = '{stage}'"
+        ev_d = _activity(con, day, where)
+        ev_b = con.execute(f"SELECT count(*) FROM activity_day WHERE day = ? AND {where}", [baseline]).fetchall()[0][0]
         expected = ev_b * vol_d / vol_b
-        excess = ev_d.height - expected
         if not _significant(ev_d.height, expected, vol_d):
             continue
-        users_lost = int((lost_d["stage"] == stage).sum())
-        impact = round(-(d.lost_by_stage[stage] - b.lost_by_stage[stage]) / base_dau * 100, 2)
-        # The hours that stand out define the window, and the segment is searched among them.
-        hot = _excess_hours(con, ev_d, f"outcome = 'rejected' AND stage = '{stage}'", baseline, vol_d / vol_b)
-        kind = "drop"
-        if stage == "dedup":
-            # Repeats of an earlier delivery are resends (nothing lost); repeats inside one
-            # delivery are distinct events sharing an id, and those are lost.
-            same = hot.select((pl.col("duplicate_of_trace") == pl.col("trace_id")).mean()).item() or 0.0
-            kind = "drop" if same >= 0.5 else "inflated"
-        findings.append({
-            "stage": stage, "kind": kind, "segment": _segment(hot), "window": _window(hot),
-            "events": ev_d.height, "users": users_lost, "dau_impact_pct": impact,
-            "confidence": _confidence(excess, expected),
-            "evidence": f"{ev_d.height:,} events rejected at {stage} on {day} against about {expected:,.0f} at the "
-                        f"baseline's rate; {users_lost:,} users had nothing loaded.",
-        })
+        lost_here = set(lost_d.filter(pl.col("stage") == stage)["user_id"].to_list())
+        part = -(d.lost_by_stage[stage] - b.lost_by_stage[stage])
+        # Each cluster of the stage's excess (segment, then window within it) is its own incident.
+        for seg, hot in _clusters(con, ev_d, where, day, baseline, vol_d / vol_b, expected, vol_d):
+            users_lost = len(lost_here & set(hot["user_id"].to_list()))
+            impact = round(part * users_lost / max(len(lost_here), 1) / base_dau * 100, 2)
+            kind, cause = "drop", None
+            if stage == "dedup":
+                kind, cause = _duplicate_kind(con, hot)
+            exp_here = expected * hot.height / max(ev_d.height, 1)
+            f = {
+                "stage": stage, "kind": kind, "segment": seg, "window": _window(hot),
+                "events": hot.height, "users": users_lost, "dau_impact_pct": impact,
+                "confidence": _confidence(hot.height - exp_here, exp_here),
+                "evidence": f"{hot.height:,} events rejected at {stage} in this segment and window on {day} "
+                            f"({ev_d.height:,} in all, against about {expected:,.0f} at the baseline's rate); "
+                            f"{users_lost:,} users had nothing loaded.",
+            }
+            if cause:
+                f["cause"] = cause
+            findings.append(f)
 
     # Degraded enrichment: loaded events missing geo or profile fields, above the baseline's share.
     for stage, col in (("enrich.geo_ip", "geo_country"), ("enrich.user_profile", "user_country")):

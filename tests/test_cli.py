@@ -224,3 +224,23 @@ def test_empty_sample_warns_and_exits_4(tmp_path):
     assert res.exit_code == 4, (res.stdout, res.stderr)
     assert res.stderr.strip() == (f"dqkit: warning: sample {str(tmp_path / 'empty.ndjson')!r} holds no events "
                                   "(it is empty or only blank lines); nothing was replayed")
+
+
+def test_geoip_file_that_is_not_a_maxmind_db_is_one_line_error(replayed, tmp_path):
+    notes = tmp_path / "geo.mmdb"
+    notes.write_text("country,start,end\n")
+    one_line_error(cli("replay", replayed / "s.ndjson", "-w", tmp_path / "w.duckdb", "-t", tmp_path / "t", "--geoip", notes),
+                   f"--geoip {str(notes)!r} is not a MaxMind DB")
+
+
+def test_damaged_geoip_records_are_reported_after_the_replay(tmp_path):
+    from pathlib import Path
+
+    sample = write_lines(tmp_path / "s.ndjson", [batch("b-1", [event("e1", ip="81.2.69.142"), event("e2", ip="8.8.8.8")])])
+    broken = Path(__file__).parent / "cases" / "geoip" / "GeoIP2-City-Test-Broken-Double-Format.mmdb"
+    res = cli("replay", sample, "-w", tmp_path / "w.duckdb", "-t", tmp_path / "t", "--geoip", broken, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["geo_lookup_errors"] == 1 and doc["ledger"]["loaded"] == 2
+    text = cli("replay", sample, "-w", tmp_path / "w2.duckdb", "-t", tmp_path / "t2", "--geoip", broken)
+    assert "warning: 1 events loaded without geo" in text.stderr

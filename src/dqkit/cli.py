@@ -174,6 +174,7 @@ def _print_result(result, as_json: bool) -> None:
             "seconds": round(result.seconds, 3), "events_per_second": round(result.events_per_second, 1),
             "spans_written": result.telemetry.spans_written, "spans_sent": result.telemetry.spans_sent,
             "spans_not_exported": result.telemetry.spans_not_exported, "faults": result.faults,
+            "geo_lookup_errors": result.geo_lookup_errors,
         }, indent=2))
         return
     click.echo(f"Replayed {result.deliveries:,} batches in {result.seconds:.1f}s ({result.events_per_second:,.0f} events/s)")
@@ -185,6 +186,9 @@ def _print_result(result, as_json: bool) -> None:
         click.echo(f"fault {f['name']}: {f['events']:,} events, {f['users']:,} users ({f['stage']}, {f['kind']})")
     if result.telemetry.spans_not_exported:
         click.echo(f"warning: {result.telemetry.spans_not_exported:,} spans could not be sent to the OTLP collector", err=True)
+    if result.geo_lookup_errors:
+        click.echo(f"warning: {result.geo_lookup_errors:,} events loaded without geo: their records in the --geoip "
+                   "database could not be read (the file is damaged)", err=True)
 
 
 @main.command()

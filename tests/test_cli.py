@@ -81,10 +81,11 @@ def _commands(wh, tel, sample):
         "reconcile": ["reconcile", "-w", wh, "-s", tel],
         "diagnose": ["diagnose", "-w", wh, "--day", "2026-11-20"],
         "explain": ["explain", "-w", wh, "--event-id", "e1-1"],
+        "report": ["report", "-w", wh, "-s", tel, "--day", "2026-11-20", "--out", tel.parent / "never"],
     }
 
 
-@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain"])
+@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain", "report"])
 def test_truncated_warehouse_is_one_line_error(replayed, tmp_path, command):
     cut = tmp_path / "cut.duckdb"
     cut.write_bytes((replayed / "wh.duckdb").read_bytes()[:1000])
@@ -94,14 +95,14 @@ def test_truncated_warehouse_is_one_line_error(replayed, tmp_path, command):
     assert cut.stat().st_size == 1000  # nothing was written over it
 
 
-@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain"])
+@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain", "report"])
 def test_other_kind_of_file_as_warehouse_is_one_line_error(replayed, tmp_path, command):
     other = tmp_path / "notes.duckdb"
     other.write_text("not a database\n")
     one_line_error(cli(*_commands(other, replayed / "tel", replayed / "s.ndjson")[command]), "is not a DuckDB database")
 
 
-@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain"])
+@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain", "report"])
 def test_directory_as_warehouse_says_so(replayed, command):
     one_line_error(cli(*_commands(replayed, replayed / "tel", replayed / "s.ndjson")[command]),
                    "is a directory", "pass the .duckdb file inside it")

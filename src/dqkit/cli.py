@@ -400,6 +400,10 @@ def report(day, warehouse, spans, out, params) -> None:
         click.echo("dqkit: error: pass both --warehouse and --spans, or neither for the demo", err=True)
         sys.exit(EXIT_USAGE)
     try:
+        if warehouse:  # an unusable file is a usage error, found before a kernel starts
+            from dqkit.db import connect_read_only
+
+            connect_read_only(warehouse).close()
         code, doc = run_report(day.isoformat() if day else yesterday(), warehouse or "", spans or "", out, kv)
     except DqkitError as exc:
         click.echo(f"dqkit: error: {exc}", err=True)

@@ -245,3 +245,10 @@ def test_damaged_geoip_records_are_reported_after_the_replay(tmp_path):
     assert doc["geo_lookup_errors"] == 1 and doc["ledger"]["loaded"] == 2
     text = cli("replay", sample, "-w", tmp_path / "w2.duckdb", "-t", tmp_path / "t2", "--geoip", broken)
     assert "warning: 1 events loaded without geo" in text.stderr
+
+
+def test_rerun_with_faults_that_found_everything_loaded_exits_0(replayed, tmp_path):
+    args = ["replay", replayed / "s.ndjson", "-w", tmp_path / "w.duckdb", "-t", tmp_path / "t", "--fault", "geoip_outage"]
+    assert cli(*args).exit_code == 0
+    again = cli(*args)
+    assert again.exit_code == 0 and "warning" not in again.stderr, again.stderr

@@ -159,7 +159,8 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
         click.echo(f"dqkit: warning: sample {str(sample)!r} holds no events (it is empty or only blank lines); "
                    "nothing was replayed", err=True)
         sys.exit(EXIT_NOTHING_MATCHED)
-    _warn_unmatched("--fault", result.faults)
+    if result.deliveries:  # a re-run that skipped everything gave the faults nothing to match
+        _warn_unmatched("--fault", result.faults)
 
 
 def _print_result(result, as_json: bool) -> None:

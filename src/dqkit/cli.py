@@ -45,6 +45,19 @@ def _span_paths(ctx, param, value):
     return value
 
 
+def _openable_warehouse(ctx, param, value):
+    """Open ``--warehouse`` once up front: an unusable file is a usage error (exit 2), found
+    before a notebook kernel starts rather than as a failed notebook."""
+    if value is not None:
+        from dqkit.db import connect_read_only
+
+        try:
+            connect_read_only(value).close()
+        except DqkitError as exc:
+            _fail(exc)
+    return value
+
+
 def _day(ctx, param, value):
     """A ``YYYY-MM-DD`` option as a date (None when not given); anything else is a one-line error
     that shows the format."""
@@ -371,7 +384,8 @@ def explain(warehouse, event_id, user_id, day, as_json) -> None:
 
 @main.command()
 @click.option("--day", callback=_day, help="Day to report on (YYYY-MM-DD, UTC); default: yesterday.")
-@click.option("--warehouse", "-w", type=click.Path(path_type=Path), help="DuckDB warehouse (default: a demo replay).")
+@click.option("--warehouse", "-w", type=click.Path(path_type=Path), callback=_openable_warehouse,
+              help="DuckDB warehouse (default: a demo replay).")
 @click.option("--spans", "-s", "--telemetry", "-t", "spans", type=click.Path(path_type=Path),
               help="Span export: traces.jsonl or the telemetry folder.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dqkit-report"), show_default=True,
@@ -401,10 +415,6 @@ def report(day, warehouse, spans, out, params) -> None:
         click.echo("dqkit: error: pass both --warehouse and --spans, or neither for the demo", err=True)
         sys.exit(EXIT_USAGE)
     try:
-        if warehouse:  # an unusable file is a usage error, found before a kernel starts
-            from dqkit.db import connect_read_only
-
-            connect_read_only(warehouse).close()
         code, doc = run_report(day.isoformat() if day else yesterday(), warehouse or "", spans or "", out, kv)
     except DqkitError as exc:
         click.echo(f"dqkit: error: {exc}", err=True)

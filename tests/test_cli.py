@@ -81,10 +81,11 @@ def _commands(wh, tel, sample):
         "reconcile": ["reconcile", "-w", wh, "-s", tel],
         "diagnose": ["diagnose", "-w", wh, "--day", "2026-11-20"],
         "explain": ["explain", "-w", wh, "--event-id", "e1-1"],
+        "report": ["report", "-w", wh, "-s", tel, "--day", "2026-11-20", "--out", tel.parent / "never"],
     }
 
 
-@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain"])
+@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain", "report"])
 def test_truncated_warehouse_is_one_line_error(replayed, tmp_path, command):
     cut = tmp_path / "cut.duckdb"
     cut.write_bytes((replayed / "wh.duckdb").read_bytes()[:1000])
@@ -94,14 +95,14 @@ def test_truncated_warehouse_is_one_line_error(replayed, tmp_path, command):
     assert cut.stat().st_size == 1000  # nothing was written over it
 
 
-@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain"])
+@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain", "report"])
 def test_other_kind_of_file_as_warehouse_is_one_line_error(replayed, tmp_path, command):
     other = tmp_path / "notes.duckdb"
     other.write_text("not a database\n")
     one_line_error(cli(*_commands(other, replayed / "tel", replayed / "s.ndjson")[command]), "is not a DuckDB database")
 
 
-@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain"])
+@pytest.mark.parametrize("command", ["replay", "reconcile", "diagnose", "explain", "report"])
 def test_directory_as_warehouse_says_so(replayed, command):
     one_line_error(cli(*_commands(replayed, replayed / "tel", replayed / "s.ndjson")[command]),
                    "is a directory", "pass the .duckdb file inside it")
@@ -224,3 +225,30 @@ def test_empty_sample_warns_and_exits_4(tmp_path):
     assert res.exit_code == 4, (res.stdout, res.stderr)
     assert res.stderr.strip() == (f"dqkit: warning: sample {str(tmp_path / 'empty.ndjson')!r} holds no events "
                                   "(it is empty or only blank lines); nothing was replayed")
+
+
+def test_geoip_file_that_is_not_a_maxmind_db_is_one_line_error(replayed, tmp_path):
+    notes = tmp_path / "geo.mmdb"
+    notes.write_text("country,start,end\n")
+    one_line_error(cli("replay", replayed / "s.ndjson", "-w", tmp_path / "w.duckdb", "-t", tmp_path / "t", "--geoip", notes),
+                   f"--geoip {str(notes)!r} is not a MaxMind DB")
+
+
+def test_damaged_geoip_records_are_reported_after_the_replay(tmp_path):
+    from pathlib import Path
+
+    sample = write_lines(tmp_path / "s.ndjson", [batch("b-1", [event("e1", ip="81.2.69.142"), event("e2", ip="8.8.8.8")])])
+    broken = Path(__file__).parent / "cases" / "geoip" / "GeoIP2-City-Test-Broken-Double-Format.mmdb"
+    res = cli("replay", sample, "-w", tmp_path / "w.duckdb", "-t", tmp_path / "t", "--geoip", broken, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["geo_lookup_errors"] == 1 and doc["ledger"]["loaded"] == 2
+    text = cli("replay", sample, "-w", tmp_path / "w2.duckdb", "-t", tmp_path / "t2", "--geoip", broken)
+    assert "warning: 1 events loaded without geo" in text.stderr
+
+
+def test_rerun_with_faults_that_found_everything_loaded_exits_0(replayed, tmp_path):
+    args = ["replay", replayed / "s.ndjson", "-w", tmp_path / "w.duckdb", "-t", tmp_path / "t", "--fault", "geoip_outage"]
+    assert cli(*args).exit_code == 0
+    again = cli(*args)
+    assert again.exit_code == 0 and "warning" not in again.stderr, again.stderr

@@ -45,6 +45,19 @@ def _span_paths(ctx, param, value):
     return value
 
 
+def _openable_warehouse(ctx, param, value):
+    """Open ``--warehouse`` once up front: an unusable file is a usage error (exit 2), found
+    before a notebook kernel starts rather than as a failed notebook."""
+    if value is not None:
+        from dqkit.db import connect_read_only
+
+        try:
+            connect_read_only(value).close()
+        except DqkitError as exc:
+            _fail(exc)
+    return value
+
+
 def _day(ctx, param, value):
     """A ``YYYY-MM-DD`` option as a date (None when not given); anything else is a one-line error
     that shows the format."""
@@ -172,7 +185,8 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
         click.echo(f"dqkit: warning: sample {str(sample)!r} holds no events (it is empty or only blank lines); "
                    "nothing was replayed", err=True)
         sys.exit(EXIT_NOTHING_MATCHED)
-    _warn_unmatched("--fault", result.faults)
+    if result.deliveries:  # a re-run that skipped everything gave the faults nothing to match
+        _warn_unmatched("--fault", result.faults)
 
 
 def _print_result(result, as_json: bool) -> None:
@@ -187,6 +201,7 @@ def _print_result(result, as_json: bool) -> None:
             "seconds": round(result.seconds, 3), "events_per_second": round(result.events_per_second, 1),
             "spans_written": result.telemetry.spans_written, "spans_sent": result.telemetry.spans_sent,
             "spans_not_exported": result.telemetry.spans_not_exported, "faults": result.faults,
+            "geo_lookup_errors": result.geo_lookup_errors,
         }, indent=2))
         return
     click.echo(f"Replayed {result.deliveries:,} batches in {result.seconds:.1f}s ({result.events_per_second:,.0f} events/s)")
@@ -198,6 +213,9 @@ def _print_result(result, as_json: bool) -> None:
         click.echo(f"fault {f['name']}: {f['events']:,} events, {f['users']:,} users ({f['stage']}, {f['kind']})")
     if result.telemetry.spans_not_exported:
         click.echo(f"warning: {result.telemetry.spans_not_exported:,} spans could not be sent to the OTLP collector", err=True)
+    if result.geo_lookup_errors:
+        click.echo(f"warning: {result.geo_lookup_errors:,} events loaded without geo: their records in the --geoip "
+                   "database could not be read (the file is damaged)", err=True)
 
 
 @main.command()
@@ -392,7 +410,8 @@ def explain(warehouse, event_id, user_id, day, spans, as_json, source) -> None:
 
 @main.command()
 @click.option("--day", callback=_day, help="Day to report on (YYYY-MM-DD, UTC); default: yesterday.")
-@click.option("--warehouse", "-w", type=click.Path(path_type=Path), help="DuckDB warehouse (default: a demo replay).")
+@click.option("--warehouse", "-w", type=click.Path(path_type=Path), callback=_openable_warehouse,
+              help="DuckDB warehouse (default: a demo replay).")
 @click.option("--spans", "-s", "--telemetry", "-t", "spans", type=click.Path(path_type=Path),
               help="Span export: traces.jsonl or the telemetry folder.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dqkit-report"), show_default=True,

@@ -212,6 +212,8 @@ from dqkit.errors import InputError  # noqa: E402
     ("export.ndjson.gz", gzip.compress(b"event_id\tevent_type\ne1\tview\n"), "look like TSV"),
     ("notes.ndjson", b"Dear team,\nhere are the events you asked for\n", "none of its first lines is a JSON object"),
     ("pic.ndjson", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+    ("export.json", b'[\n  {\n    "batch_id": "b-1",\n    "events": []\n  }\n]\n', "pretty-printed"),
+    ("batch.json", b'{\n  "batch_id": "b-1",\n  "events": []\n}\n', "pretty-printed"),
 ])
 def test_what_is_not_ndjson_is_refused_with_its_kind(tmp_path, name, body, why):
     p = tmp_path / name
@@ -225,6 +227,9 @@ def test_stray_bad_lines_in_real_ndjson_are_still_read(tmp_path):
     p = write_lines(tmp_path / "s.ndjson", ["oops, a,stray,line", "another one", batch("b-1", [event("e1")]), "{broken"])
     _, e, _ = _all(p)
     assert e.sort("line_no")["line_error"].to_list() == ["malformed_json", "malformed_json", None, "malformed_json"]
+    p = write_lines(tmp_path / "b.ndjson", ["[", batch("b-1", [event("e1")])])  # a lone bracket, then real lines
+    _, e, _ = _all(p)
+    assert e.sort("line_no")["line_error"].to_list() == ["malformed_json", None]
 
 
 def test_parquet_is_recognised_by_its_bytes(tmp_path):

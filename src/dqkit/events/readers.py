@@ -536,6 +536,13 @@ def _head(path: Path) -> bytes:
     return out[:_SNIFF_BYTES]
 
 
+def _is_object(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
 def _not_ndjson(path: Path) -> str | None:
     """Why ``path`` is clearly not an NDJSON sample, or None when it may be one.
 
@@ -551,6 +558,9 @@ def _not_ndjson(path: Path) -> str | None:
     if len(head) == _SNIFF_BYTES and len(lines) > 1:
         lines.pop()  # cut off by the sniff window
     lines = [ln for ln in lines if ln][:_SNIFF_LINES]
+    if lines and lines[0] in (b"{", b"[") and not any(_is_object(ln) for ln in lines):
+        # A lone bracket first, and not one whole object among the first lines.
+        return "it is one JSON document spread over many lines (pretty-printed), not one JSON object per line"
     if not lines or any(ln.startswith(b"{") for ln in lines):
         return None
     if b"\x00" in head:

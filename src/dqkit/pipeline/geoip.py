@@ -3,7 +3,9 @@
 The default database is the IPFire Location range table shipped in ``data/geoip`` (country
 only). A MaxMind-format ``.mmdb`` (GeoLite2/GeoIP2 City or Country) may be passed instead; it
 also resolves region and city, and is read through the ``maxminddb`` reader once per distinct
-address in a chunk.
+address in a chunk. A corrupt record in such a file leaves its addresses unresolved, flagged in
+``geo_error`` and counted (:attr:`CachedGeoIP.lookup_errors`, span attribute
+``geo.lookup_errors``), instead of stopping the replay.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import polars as pl
 from dqkit.errors import InputError
 
 _TWO64 = 1 << 64
-OUT_SCHEMA = {"client_ip": pl.String, "geo_country": pl.String, "geo_region": pl.String, "geo_city": pl.String}
+OUT_SCHEMA = {"client_ip": pl.String, "geo_country": pl.String, "geo_region": pl.String, "geo_city": pl.String,
+              "geo_error": pl.Boolean}
+"""A lookup's result per address; ``geo_error`` marks an address whose record could not be read."""
 
 
 def default_geoip_dir() -> Path:
@@ -112,7 +116,7 @@ class RangeGeoIP:
             found.append(hit.select("client_ip", geo_country=pl.when(pl.col("ip_value") <= pl.col("end")).then(pl.col("country"))))
         resolved = pl.concat(found)
         return addrs.join(resolved, on="client_ip", how="left").with_columns(
-            geo_region=pl.lit(None, pl.String), geo_city=pl.lit(None, pl.String)
+            geo_region=pl.lit(None, pl.String), geo_city=pl.lit(None, pl.String), geo_error=pl.lit(False)
         ).select(list(OUT_SCHEMA))
 
 
@@ -122,27 +126,41 @@ class MaxMindGeoIP:
     def __init__(self, path: Path) -> None:
         import maxminddb
 
+        self._corrupt = maxminddb.InvalidDatabaseError
         try:
             self.reader = maxminddb.open_database(str(path))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{str(path)!r} is not a readable MaxMind DB (.mmdb) file: {exc}") from exc
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:  # the last is a RuntimeError
+            raise InputError(f"--geoip {str(path)!r} is not a MaxMind DB (.mmdb) file ({exc}); pass a GeoLite2 or "
+                             "GeoIP2 .mmdb, or a directory with ipv4.parquet and ipv6.parquet") from exc
 
     def lookup(self, ips: pl.Series) -> pl.DataFrame:
         rows = []
         for ip in ips.unique().drop_nulls().to_list():  # once per distinct address, not per event
+            error = False
             try:
                 rec = self.reader.get(ip)
+            except self._corrupt:
+                rec, error = None, True  # a corrupt record or search tree: unresolved, and counted
             except ValueError:
-                rec = None
+                rec = None  # not an address, or IPv6 in an IPv4-only database
             rec = rec if isinstance(rec, dict) else {}
             subs = rec.get("subdivisions") or [{}]
+            subs = subs if isinstance(subs, list) and subs and isinstance(subs[0], dict) else [{}]
+            country, city = rec.get("country"), rec.get("city")
+            names = city.get("names") if isinstance(city, dict) else None
             rows.append((
                 ip,
-                (rec.get("country") or {}).get("iso_code"),
-                subs[0].get("iso_code"),
-                ((rec.get("city") or {}).get("names") or {}).get("en"),
+                _text(country.get("iso_code") if isinstance(country, dict) else None),
+                _text(subs[0].get("iso_code")),
+                _text(names.get("en") if isinstance(names, dict) else None),
+                error,
             ))
         return pl.DataFrame(rows, schema=OUT_SCHEMA, orient="row")
+
+
+def _text(value: object) -> str | None:
+    # A damaged record can decode to a value of the wrong type (a number where a name belongs).
+    return value if isinstance(value, str) else None
 
 
 class CachedGeoIP:
@@ -153,6 +171,8 @@ class CachedGeoIP:
         self.inner = inner
         self.capacity = capacity
         self._known = pl.DataFrame(schema=OUT_SCHEMA)
+        self.lookup_errors = 0
+        """Events (not addresses) whose address's record could not be read, over all lookups."""
 
     def lookup(self, ips: pl.Series) -> pl.DataFrame:
         wanted = pl.DataFrame({"client_ip": ips.unique().drop_nulls()}, schema={"client_ip": pl.String})
@@ -160,6 +180,9 @@ class CachedGeoIP:
         if new.height:
             self._known = pl.concat([self._known, self.inner.lookup(new.get_column("client_ip"))])
         found = wanted.join(self._known, on="client_ip", how="left")
+        failed = found.filter(pl.col("geo_error")).get_column("client_ip")
+        if failed.len():
+            self.lookup_errors += int(ips.is_in(failed.implode()).sum())
         if self._known.height > self.capacity:  # forget the oldest half
             self._known = self._known.tail(self.capacity // 2)
         return found

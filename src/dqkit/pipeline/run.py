@@ -99,6 +99,8 @@ class ReplayResult:
     telemetry: TelemetryStats
     faults: list[dict] = field(default_factory=list)
     """Ground truth of each injected fault: stage, kind, segment, window, events, users."""
+    geo_lookup_errors: int = 0
+    """Events whose geo-IP record could not be read (a damaged .mmdb): loaded with no geo."""
 
     @property
     def events_per_second(self) -> float:
@@ -282,13 +284,14 @@ class Replay:
             profile_missing=(pl.col("profile_missing") & ~pl.col("profile_error")).sum().cast(pl.Int64),
             profile_errors=pl.col("profile_error").sum().cast(pl.Int64),
             geo_resolved=pl.col("geo_country").is_not_null().sum().cast(pl.Int64),
+            geo_errors=pl.col("geo_error").fill_null(False).sum().cast(pl.Int64),
             sessions_new=pl.col("session_is_new").sum().cast(pl.Int64),
             event_types=pl.col("event_type").unique().sort().str.join(","),
             # The batch's country (one client per batch): country-level, so safe in telemetry.
             geo_country=pl.col("geo_country").drop_nulls().mode().sort().first(),
         )
         d = d.join(per_batch, on="delivery_key", how="left").with_columns(
-            pl.col("profile_hits", "profile_misses", "profile_missing", "profile_errors", "geo_resolved",
+            pl.col("profile_hits", "profile_misses", "profile_missing", "profile_errors", "geo_resolved", "geo_errors",
                    "sessions_new").fill_null(0),
         )
         d = d.with_columns(t_profiled=pl.col("t_consumed") + clock.amortized(t.get("enrich.user_profile", 0), share_pub)
@@ -592,7 +595,7 @@ class Replay:
             run_id=self.run_id, warehouse=self.wh.path, telemetry_dir=self.tcfg.out_dir, ledger=lg,
             skipped_deliveries=self.skipped_deliveries, skipped_events=self.skipped_events, deliveries=self.deliveries,
             seconds=(finished - self.started).total_seconds(), stage_seconds=dict(self.timer.total), telemetry=stats,
-            faults=[ft.to_dict() for ft in self.truth],
+            faults=[ft.to_dict() for ft in self.truth], geo_lookup_errors=self.geo.lookup_errors,
         )
 
 

@@ -135,7 +135,7 @@ def enrich_spans(d: pl.DataFrame, topic: str) -> list[pa.LargeStringArray]:
     geo = _span(
         d, "analytics.enrich.geo_ip", "ctx_trace", "sid_geo", "sid_enrich", "t_profiled", "t_geo", KIND_INTERNAL,
         i("geo.resolved", pl.col("geo_resolved")), i("geo.unresolved", pl.col("published") - pl.col("geo_resolved")),
-        s("geo.country", pl.col("geo_country")),
+        i("geo.lookup_errors", pl.col("geo_errors")), s("geo.country", pl.col("geo_country")),
     )
     session = _span(
         d, "analytics.enrich.session", "ctx_trace", "sid_session", "sid_enrich", "t_geo", "t_enriched", KIND_INTERNAL,

@@ -33,6 +33,9 @@ def notebooks_dir() -> Path:
     root = repo_root()
     if root is not None and (root / "notebooks" / NOTEBOOK).is_file():
         return root / "notebooks"
+    installed = Path(__file__).resolve().parents[1] / "notebooks"  # shipped in the wheel
+    if (installed / NOTEBOOK).is_file():
+        return installed
     raise DqkitError(f"cannot find notebooks/{NOTEBOOK}; run from a dqkit checkout (pip install -e .)")
 
 

@@ -32,14 +32,14 @@ STAGE_ORDER = ("validate", "dedup", "warehouse.insert")
 _ACTIVITY = f"""
 CREATE OR REPLACE TEMP VIEW activity AS
 SELECT user_id, event_id, event_ts, received_at, loaded_at, 'loaded' AS outcome, NULL AS stage, platform, app_version,
-       sdk_version, event_type, coalesce(country, 'unknown') AS country, geo_country, user_country, batch_id, trace_id,
-       NULL AS duplicate_of_trace, table_name
-FROM ev_events
+       sdk_version, event_type, coalesce(country, 'unknown') AS country, geo_country, user_country, user_segment,
+       account_age_days, batch_id, trace_id, NULL AS duplicate_of_trace, table_name
+FROM ev_events WHERE {{loaded_by}}
 UNION ALL BY NAME
 SELECT user_id, event_id, event_ts, received_at, NULL AS loaded_at, 'rejected' AS outcome, stage, platform,
-       app_version, sdk_version, event_type, 'unknown' AS country, NULL AS geo_country, NULL AS user_country, batch_id, trace_id,
-       duplicate_of_trace, NULL AS table_name
-FROM ev_rejected WHERE user_id IS NOT NULL;
+       app_version, sdk_version, event_type, 'unknown' AS country, NULL AS geo_country, NULL AS user_country,
+       NULL AS user_segment, NULL AS account_age_days, batch_id, trace_id, duplicate_of_trace, NULL AS table_name
+FROM ev_rejected WHERE user_id IS NOT NULL AND {{received_by}};
 CREATE OR REPLACE TEMP VIEW activity_day AS
 SELECT *, {event_day_sql()} AS day FROM activity;
 """
@@ -53,11 +53,20 @@ class DayCounts:
     lost_by_stage: dict[str, int]
 
 
-def open_activity(warehouse: str | Path | Evidence, spans=None, source=None) -> Evidence:
+def open_activity(warehouse: str | Path | Evidence, spans=None, source=None, as_of: datetime | None = None) -> Evidence:
     """The evidence layer with the ``activity`` and ``activity_day`` views over loaded and
-    quarantined events (quarantined ones only where the source keeps a quarantine table)."""
+    quarantined events (quarantined ones only where the source keeps a quarantine table).
+
+    With ``as_of``, the views show the warehouse as it stood then: rows loaded later (where
+    load times are kept) and rejects received later are left out."""
     ev = warehouse if isinstance(warehouse, Evidence) else open_evidence(warehouse, spans, source)
-    ev.con.execute(_ACTIVITY)
+    loaded_by = received_by = "true"
+    if as_of is not None:
+        t = f"TIMESTAMPTZ '{as_of.isoformat()}'"
+        if ev.source.has("loaded_at"):
+            loaded_by = f"(loaded_at IS NULL OR loaded_at <= {t})"
+        received_by = f"(received_at IS NULL OR received_at <= {t})"
+    ev.con.execute(_ACTIVITY.replace("{loaded_by}", loaded_by).replace("{received_by}", received_by))
     return ev
 
 
@@ -84,20 +93,52 @@ def lost_users(con: duckdb.DuckDBPyConnection, day: date) -> pl.DataFrame:
     """, params=[day]).pl()
 
 
-def expected_late(con: duckdb.DuckDBPyConnection, day: date, baseline: date) -> int:
-    """Users of ``day`` likely still to arrive: the share of the baseline day's users who had
-    nothing loaded by the same distance past the day's end, applied to ``day``."""
-    as_of = con.execute("SELECT max(loaded_at) FROM ev_events").fetchall()[0][0]
+@dataclass
+class LateEstimate:
+    """Users of a day still to arrive, as of a moment, from how late recent days' users arrived."""
+
+    users: int
+    low: int
+    high: int
+    days: list[date]
+    """The recent days the estimate was taken from."""
+    final: bool
+    """No recent day had users arriving this long after its end: the day's count is final."""
+
+
+def expected_late(con: duckdb.DuckDBPyConnection, day: date, baseline: date | None = None,
+                  as_of: datetime | None = None, recent: int = 7) -> int:
+    """Users of ``day`` likely still to arrive as of ``as_of`` (the latest load by default)."""
+    return late_estimate(con, day, as_of, recent).users
+
+
+def late_estimate(con: duckdb.DuckDBPyConnection, day: date, as_of: datetime | None = None, recent: int = 7) -> LateEstimate:
+    """For each of up to ``recent`` days before ``day`` with data, the share of its users whose
+    first load came later after that day's end than ``as_of`` is after ``day``'s end; applied to
+    ``day``'s users: the median is the estimate, the smallest and largest share the band."""
+    con = getattr(con, "con", con)
     if as_of is None:
-        return 0
-    cut = as_of - (datetime.combine(day, datetime.min.time(), tzinfo=as_of.tzinfo) + timedelta(days=1))
-    b_end = datetime.combine(baseline, datetime.min.time(), tzinfo=as_of.tzinfo) + timedelta(days=1)
-    total, late = con.execute("""
-        SELECT count(*), count(*) FILTER (WHERE first_load > ?) FROM (
-            SELECT user_id, min(loaded_at) AS first_load FROM activity_day WHERE day = ? AND outcome = 'loaded' GROUP BY user_id)
-    """, [b_end + cut, baseline]).fetchall()[0]
+        as_of = con.execute("SELECT max(loaded_at) FROM activity").fetchall()[0][0]
+    if as_of is None:
+        return LateEstimate(0, 0, 0, [], True)  # no load times: nothing to say about lateness
+    day_end = datetime.combine(day, datetime.min.time(), tzinfo=as_of.tzinfo) + timedelta(days=1)
+    cut = as_of - day_end
+    shares = con.execute("""
+        WITH first AS (SELECT day, user_id, min(loaded_at) AS first_load FROM activity_day
+                       WHERE outcome = 'loaded' AND day BETWEEN ? AND ? GROUP BY ALL)
+        SELECT day, count(*) AS users,
+               count(*) FILTER (WHERE first_load > CAST(day AS TIMESTAMPTZ) + INTERVAL 1 DAY + to_microseconds(?)) AS late
+        FROM first GROUP BY day ORDER BY day DESC
+    """, [day - timedelta(days=recent), day - timedelta(days=1), int(cut.total_seconds() * 1e6)]).fetchall()
+    shares = [(d, late / users) for d, users, late in shares if users]
     wh_day = con.execute("SELECT count(DISTINCT user_id) FROM activity_day WHERE day = ? AND outcome = 'loaded'", [day]).fetchall()[0][0]
-    return round(late / total * wh_day) if total else 0
+    if not shares:
+        return LateEstimate(0, 0, 0, [], cut.total_seconds() > 0)
+    vals = sorted(x for _, x in shares)
+    mid = vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+    # The share is of users finally counted; the day's count so far lacks them: n = w * s / (1 - s).
+    est = lambda x: round(wh_day * x / (1 - x)) if x < 1 else wh_day  # noqa: E731
+    return LateEstimate(est(mid), est(vals[0]), est(vals[-1]), [d for d, _ in shares], vals[-1] == 0)
 
 
 def pick_baseline(con: duckdb.DuckDBPyConnection, day: date) -> tuple[date, str]:

@@ -11,16 +11,17 @@ the affected events.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
 from dqkit import names as N
-from dqkit.investigate.evidence import Evidence
+from dqkit.errors import InputError
+from dqkit.investigate.evidence import Evidence, open_evidence
 from dqkit.investigate.reconcile import heaviest_run
-from dqkit.investigate.dau import STAGE_ORDER, day_counts, expected_late, lost_users, open_activity, pick_baseline
+from dqkit.investigate.dau import STAGE_ORDER, day_counts, late_estimate, lost_users, open_activity, pick_baseline
 
 DIMENSIONS = ("platform", "app_version", "sdk_version", "event_type", "country")
 MATERIAL_PCT = 1.0  # a DAU change smaller than this (percent) is noise
@@ -28,24 +29,61 @@ SEGMENT_SHARE = 0.8  # a segment value must hold this share of the affected even
 DELAY = timedelta(hours=1)
 
 
+VERDICTS = ("pipeline", "real", "mixed", "inflated", "no_data", "none")
+
+
+@dataclass
+class Finding:
+    """One incident: where (stage, segment, window), what (kind), how much (events, users, DAU)."""
+
+    stage: str
+    kind: str
+    segment: dict
+    window: dict
+    events: int
+    users: int | None
+    dau_impact_pct: float
+    confidence: float
+    evidence: str
+    extra: dict = field(default_factory=dict)
+    """Additions to the contract (``cause``, ``tables``, ``users_estimated``, ``direction``, ``hours``)."""
+
+    _CORE = ("stage", "kind", "segment", "window", "events", "users", "dau_impact_pct", "confidence", "evidence")
+
+    @classmethod
+    def of(cls, d: dict) -> Finding:
+        return cls(**{k: d[k] for k in cls._CORE}, extra={k: v for k, v in d.items() if k not in cls._CORE})
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self._CORE} | self.extra
+
+
 @dataclass
 class Diagnosis:
+    """The answer for one day: verdict and why, DAU three ways, the decomposition, the incidents."""
+
     day: date
     baseline_day: date
     baseline_reason: str
     dau: dict
     decomposition: dict
-    findings: list[dict]
+    findings: list[Finding]
     verdict: str
+    reason: str = ""
+    """Why the verdict, in one sentence (``none`` included)."""
+    status: str = "final"
+    """``final``, or ``provisional`` while users of the day may still arrive (see ``dau.band``)."""
+    as_of: datetime | None = None
     source: str = "dqkit"
     unknown: list[str] = field(default_factory=list)
     """What the source could not tell, one sentence each."""
 
     def to_dict(self) -> dict:
         return {"day": self.day.isoformat(), "baseline_day": self.baseline_day.isoformat(),
-                "baseline_reason": self.baseline_reason, "verdict": self.verdict, "dau": self.dau,
-                "decomposition": self.decomposition, "findings": self.findings, "source": self.source,
-                "unknown": self.unknown}
+                "baseline_reason": self.baseline_reason, "verdict": self.verdict, "reason": self.reason,
+                "status": self.status, "as_of": _iso(self.as_of), "dau": self.dau,
+                "decomposition": self.decomposition, "findings": [f.to_dict() for f in self.findings],
+                "source": self.source, "unknown": self.unknown}
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -219,23 +257,36 @@ def _activity(con, day: date, where: str = "true") -> pl.DataFrame:
 
 
 def diagnose(warehouse: str | Path, spans=None, day: date | str | None = None, baseline_day: date | str | None = None,
-             source=None) -> Diagnosis:
+             source=None, as_of: datetime | None = None) -> Diagnosis:
     """Explain the DAU change on ``day`` against ``baseline_day`` (picked when not given).
 
     ``spans`` (optional: loaded spans or export paths) attribute delays to a pipeline stage, and
     for a source without a quarantine table they are the only witness of validation rejects
     and failed inserts. ``source`` says what the warehouse's tables mean (see
-    :mod:`dqkit.investigate.source`); detected when not given.
+    :mod:`dqkit.investigate.source`); detected when not given. ``as_of`` is the moment the
+    answer describes (default: the latest load in the data): rows loaded later are not seen, and
+    a day whose users may still arrive is ``provisional``.
     """
-    ev = open_activity(warehouse, spans, source)
+    ev = open_evidence(warehouse, spans, source)
     try:
+        if as_of is None:
+            as_of = _latest_load(ev)
+        elif as_of.tzinfo is None:
+            as_of = as_of.replace(tzinfo=UTC)
+        open_activity(ev, as_of=as_of)
         con = ev.con
-        found = _diagnose(ev, _as_date(day) if day else _latest(con), _as_date(baseline_day) if baseline_day else None)
+        found = _diagnose(ev, _as_date(day) if day else _latest(con), _as_date(baseline_day) if baseline_day else None, as_of)
         found.unknown = ev.missing()
         found.source = ev.source.name
         return found
     finally:
         ev.close()
+
+
+def _latest_load(ev: Evidence) -> datetime | None:
+    col = "loaded_at" if ev.source.has("loaded_at") else ("received_at" if ev.source.has("received_at") else "event_ts")
+    t = ev.scalar(f"SELECT max({col}) FROM ev_events")
+    return t
 
 
 def _as_date(d) -> date:
@@ -246,19 +297,42 @@ def _latest(con) -> date:
     return con.execute("SELECT max(day) FROM activity_day WHERE outcome = 'loaded'").fetchall()[0][0]
 
 
-def _diagnose(ev: Evidence, day: date, baseline: date | None) -> Diagnosis:
+def _diagnose(ev: Evidence, day: date, baseline: date | None, as_of: datetime | None) -> Diagnosis:
     con, spans = ev.con, ev.spans
+    first, last = con.execute("SELECT min(day), max(day) FROM activity_day").fetchall()[0]
+    covered = f"the data covers {first} to {last}" if first else "the warehouse holds no events"
     reason = "given"
-    if baseline is None:
+    if baseline is not None:
+        if baseline >= day:
+            raise InputError(f"baseline day {baseline} is not before {day}; pass an earlier --baseline-day ({covered})")
+        if first is None or not first <= baseline <= last:
+            raise InputError(f"baseline day {baseline} is outside the data ({covered}); pass a day within it")
+    else:
         baseline, reason = pick_baseline(con, day)
     d, b = day_counts(con, day), day_counts(con, baseline)
+    parts0 = {s: 0 for s in STAGE_ORDER} | {"late_arrival": 0, "real_change": 0}
     if b.received == 0:
         # Nothing to compare with: say so rather than call every user a change.
         dau = {"warehouse": d.warehouse, "received": d.received, "baseline": 0, "change_pct": 0.0, "expected_late": 0}
-        parts = {s: 0 for s in STAGE_ORDER} | {"late_arrival": 0, "real_change": 0}
         return Diagnosis(day, baseline, reason + "; it has no data, so nothing was compared", dau,
-                         {"total_change": 0, "parts": parts, "adds_up": True, "degraded_users": {}}, [], "none")
-    late = expected_late(con, day, baseline)
+                         {"total_change": 0, "parts": parts0, "adds_up": True, "degraded_users": {}}, [], "none",
+                         f"nothing to compare with: the baseline day {baseline} has no events ({covered})", as_of=as_of)
+    empty = _empty_hours(con, day, baseline, as_of)
+    if d.received == 0:
+        dau = {"warehouse": 0, "received": 0, "baseline": b.warehouse, "change_pct": -100.0, "expected_late": 0}
+        f = Finding("pipeline", "no_data", {}, _hour_window(day, 0, 23), 0, None, 0.0, 1.0,
+                    f"no events at all for {day} ({covered}); the baseline had {b.received:,} users.", {"hours": list(range(24))})
+        return Diagnosis(day, baseline, reason, dau, {"total_change": -b.warehouse, "parts": parts0 | {"real_change": -b.warehouse},
+                                                      "adds_up": True, "degraded_users": {}}, [f], "no_data",
+                         f"no events were delivered for {day}: not a change in users, an absence of data ({covered})",
+                         as_of=as_of)
+    est = late_estimate(con, day, as_of)
+    late = est.users
+    flight = _in_flight(ev, day, baseline, as_of)
+    if flight is not None and flight["users"] > late:
+        # A backlog beyond the recent days' usual lateness: the in-flight users are delay, not loss.
+        late = flight["users"]
+        est.high = max(est.high, late)
     base_dau = max(b.warehouse, 1)
     change = d.warehouse - b.warehouse
     parts = {s: -(d.lost_by_stage[s] - b.lost_by_stage[s]) for s in STAGE_ORDER}
@@ -280,7 +354,7 @@ def _diagnose(ev: Evidence, day: date, baseline: date | None) -> Diagnosis:
                              f"FROM activity_day WHERE outcome = 'loaded' AND {col} IS NULL", [day, baseline]).fetchall()[0])}
                          for stage, col in (("enrich.geo_ip", "geo_country"), ("enrich.user_profile", "user_country"))}}
 
-    findings: list[dict] = list(span_found)
+    findings: list[dict] = list(span_found) + ([flight] if flight is not None else [])
     lost_d = lost_users(con, day)
     # Drops at a stage: excess rejected events (and users wholly lost) over the baseline.
     vol_d = max(con.execute("SELECT count(*) FROM activity_day WHERE day = ?", [day]).fetchall()[0][0], 1)
@@ -351,34 +425,75 @@ def _diagnose(ev: Evidence, day: date, baseline: date | None) -> Diagnosis:
                         f"{expected:,.0f} at the baseline's rate; most of the wait was in {stage}.",
         })
 
-    # A real change: received users moved, not explained by the pipeline.
+    # Rows that loads said landed and the warehouse lacks (deleted after load, or never written).
+    gone = _silent_loss(ev, day, baseline)
+    if gone:
+        if gone.get("users"):
+            parts["warehouse"] = parts.get("warehouse", 0) - gone["users"]
+            parts["real_change"] += gone["users"]
+            gone["dau_impact_pct"] = round(-gone["users"] / base_dau * 100, 2)
+        findings.append(gone)
+
+    # Hours that usually have traffic and have none: no data, not a change in users.
+    if empty:
+        lo, hi = empty[0], empty[-1]
+        findings.append({"stage": "pipeline", "kind": "no_data", "segment": {}, "window": _hour_window(day, lo, hi),
+                         "events": 0, "users": None, "dau_impact_pct": 0.0, "confidence": 1.0, "hours": empty,
+                         "evidence": f"no events for {len(empty)} hour(s) of {day} that had traffic on {baseline} "
+                                     f"({', '.join(f'{h:02d}:00' for h in empty[:6])}{', ...' if len(empty) > 6 else ''})."})
+
+    # A real change: received users moved, net of what each stage lost.
     real = parts["real_change"]
-    if abs(real) / base_dau * 100 >= material_pct(b.warehouse):
-        seg, moved = _real_segment(con, day, baseline)
-        findings.append({
-            "stage": "none", "kind": "real_change" if real < 0 else "inflated", "segment": seg,
-            "window": {"start": _iso(datetime.combine(day, datetime.min.time()).astimezone()), "end": None},
-            "events": 0, "users": abs(real), "dau_impact_pct": round(real / base_dau * 100, 2),
-            "confidence": round(min(1.0, abs(moved) / max(abs(real), 1)), 2) if seg else 0.5,
-            "evidence": f"{d.received:,} users sent events on {day} against {b.received:,} on {baseline}"
-                        + (f"; {abs(moved):,} of the change is in {seg}." if seg else "."),
-        })
-        findings[-1]["window"] = {"start": f"{day.isoformat()}T00:00:00Z", "end": f"{(day + timedelta(days=1)).isoformat()}T00:00:00Z"}
+    material = material_pct(b.warehouse)
+    bots = None
+    if abs(real) / base_dau * 100 >= material:
         if real > 0:
-            findings[-1]["stage"] = "client"
+            bots = _bot_burst(con, day, baseline, real)
+        if bots is not None:
+            # Bots are not users: their ids come out of the real change into a part of their own.
+            bots["dau_impact_pct"] = round(bots["users"] / base_dau * 100, 2)
+            parts["inflated"] = bots["users"]
+            parts["real_change"] -= bots["users"]
+            real = parts["real_change"]
+            findings.append(bots)
+            # The bots carry no profiles: that is theirs, not the profile store's.
+            findings = [f for f in findings if not (f["stage"] == "enrich.user_profile" and f["kind"] == "degraded"
+                                                    and f["users"] <= bots["users"] * 1.2 + 5)]
+        else:
+            seg, moved = _real_segment(con, day, baseline)
+            growth = _new_signups(con, day, baseline) if real > 0 else 0
+            findings.append({
+                "stage": "none", "kind": "real_change", "segment": seg, "window": _hour_window(day, 0, 23),
+                "events": 0, "users": abs(real), "dau_impact_pct": round(real / base_dau * 100, 2),
+                "confidence": round(min(1.0, abs(moved) / max(abs(real), 1)), 2) if seg else 0.5,
+                "direction": "up" if real > 0 else "down",
+                "evidence": f"{d.received:,} users sent events on {day} against {b.received:,} on {baseline}, net of what "
+                            "the pipeline lost" + (f"; {abs(moved):,} of the change is in {_seg_text(seg)}" if seg else "")
+                            + (f"; {growth:,} more users than on the baseline signed up that day" if growth > 0 else "") + ".",
+            })
 
     findings.sort(key=lambda f: (-abs(f["dau_impact_pct"]), -f["confidence"], -f["events"]))
     change_pct = round(change / base_dau * 100, 2)
     pipeline = sum(v for k, v in parts.items() if k != "real_change")
-    verdict = _verdict(pipeline, real, base_dau, findings, material_pct(b.warehouse))
+    verdict = _verdict(pipeline, real, base_dau, findings, material)
+    if empty and verdict in ("real", "none", "mixed"):
+        verdict = "no_data"
+    day_end = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(days=1)
+    provisional = as_of is not None and (as_of < day_end or (late > 0 and not est.final))
     dau = {"warehouse": d.warehouse, "received": d.received, "baseline": b.warehouse, "change_pct": change_pct,
-           "expected_late": late}
-    return Diagnosis(day, baseline, reason, dau, decomposition, findings, verdict)
+           "expected_late": late, "band": {"low": d.warehouse + est.low, "high": d.warehouse + est.high},
+           "late_from_days": [x.isoformat() for x in est.days]}
+    why = _reason(verdict, change, pipeline, real, b.warehouse, material, findings, empty, provisional, late)
+    return Diagnosis(day, baseline, reason, dau, decomposition, [Finding.of(f) for f in findings], verdict, why,
+                     "provisional" if provisional else "final", as_of)
 
 
 def _verdict(pipeline: int, real: int, base: int, findings: list[dict], material: float) -> str:
     pipe_pct, real_pct = abs(pipeline) / base * 100, abs(real) / base * 100
-    pipe_found = any(f["stage"] not in ("none", "client") and f["confidence"] >= 0.5 for f in findings)
+    pipe_found = any(f["stage"] not in ("none", "client") and f["kind"] not in ("no_data",) and f["confidence"] >= 0.5
+                     for f in findings)
+    if any(f["stage"] == "client" and f["kind"] == "inflated" and f.get("cause") == "bot-like burst" for f in findings):
+        return "inflated" if not (pipe_found and pipe_pct >= material) else "mixed"
     if real_pct >= material and (pipe_pct >= material or (pipe_found and pipe_pct >= MATERIAL_PCT)):
         return "mixed"
     if real_pct >= material:
@@ -386,11 +501,151 @@ def _verdict(pipeline: int, real: int, base: int, findings: list[dict], material
     return "pipeline" if pipe_found or pipe_pct >= material else "none"
 
 
+def _seg_text(seg: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in seg.items()) or "all traffic"
+
+
+def _reason(verdict: str, change: int, pipeline: int, real: int, base: int, material: float, findings: list[dict],
+            empty: list[int], provisional: bool, late: int) -> str:
+    """Why the verdict, in one sentence."""
+    noise = round(base * material / 100)
+    tail = f" The day is provisional: about {late:,} users are still expected to arrive." if provisional and late else (
+        " The day is provisional: its events may still be arriving." if provisional else "")
+    top = next((f for f in findings if f["kind"] != "no_data"), None)
+    if verdict == "no_data":
+        return (f"no events for {len(empty)} hour(s) that had traffic on the baseline ({', '.join(f'{h:02d}:00' for h in empty[:6])}"
+                f"{', ...' if len(empty) > 6 else ''}): the data is missing, so the change of {change:+,} users says nothing "
+                "about users." + tail)
+    if verdict == "none":
+        return f"within noise: {change:+,} users against ±{noise:,} users (3σ of the baseline's {base:,}, or 1%)." + tail
+    if verdict == "inflated":
+        bots = next(f for f in findings if f.get("cause") == "bot-like burst")
+        return (f"{bots['users']:,} users of a bot-like burst ({_seg_text(bots['segment'])}) inflate DAU; "
+                f"the rest of the change is within noise." + tail)
+    if verdict == "real":
+        return f"the pipeline is healthy: {real:+,} users really moved" + (
+            f", most in {_seg_text(top['segment'])}" if top and top["segment"] else "") + "." + tail
+    what = f"{top['stage']} {top['kind']} in {_seg_text(top['segment'])}" if top else "the pipeline"
+    if verdict == "mixed":
+        return f"both: the pipeline accounts for {pipeline:+,} users (mostly {what}) and {real:+,} users really moved." + tail
+    return f"the pipeline accounts for {pipeline:+,} of the {change:+,} users, mostly {what}." + tail
+
+
+def _empty_hours(con, day: date, baseline: date, as_of: datetime | None) -> list[int]:
+    """Hours of ``day`` with no events at all that on the baseline had a real share of traffic
+    (at least 10 events and 1% of the day): a gap in the data, not in the users."""
+    rows = con.execute("""
+        SELECT h, coalesce(nd, 0), coalesce(nb, 0), sum(coalesce(nb, 0)) OVER () FROM range(24) t(h)
+        LEFT JOIN (SELECT hour(received_at) AS h, count(*) AS nd FROM activity_day WHERE day = ? GROUP BY 1) d USING (h)
+        LEFT JOIN (SELECT hour(received_at) AS h, count(*) AS nb FROM activity_day WHERE day = ? GROUP BY 1) b USING (h)
+        ORDER BY h""", [day, baseline]).fetchall()
+    return [h for h, nd, nb, tb in rows if nd == 0 and nb >= max(10, 0.01 * (tb or 0))]
+
+
+def _new_signups(con, day: date, baseline: date) -> int:
+    """More users signed up on the day (``account_age_days = 0``) than on the baseline."""
+    nd, nb = con.execute("""SELECT count(DISTINCT user_id) FILTER (WHERE day = ?), count(DISTINCT user_id) FILTER (WHERE day = ?)
+                            FROM activity_day WHERE outcome = 'loaded' AND account_age_days = 0""", [day, baseline]).fetchall()[0]
+    return int(nd - nb)
+
+
+def _bot_burst(con, day: date, baseline: date, real: int) -> dict | None:
+    """A rise made of new ids without profiles, dense in a few hours and one client: bots, not users.
+    Real growth (new users with profiles, spread through the day) returns None."""
+    new = con.sql("""
+        WITH seen AS (SELECT DISTINCT user_id FROM activity_day WHERE day < ?)
+        SELECT a.* FROM activity_day a WHERE a.day = ? AND a.user_id NOT IN (SELECT user_id FROM seen)
+          AND a.user_id NOT IN (SELECT user_id FROM activity_day WHERE day = ? AND outcome = 'loaded' AND user_country IS NOT NULL)
+    """, params=[day, day, day]).pl()
+    if new.is_empty():
+        return None
+    users = new["user_id"].n_unique()
+    if users < 0.5 * real:
+        return None
+    per_hour = new.group_by(pl.col("received_at").dt.hour().alias("hour")).agg(pl.col("user_id").n_unique().alias("n"))
+    hours = pl.DataFrame({"hour": list(range(24))}, schema={"hour": per_hour.schema["hour"]}).join(per_hour, on="hour", how="left").with_columns(
+        pl.col("n").fill_null(0))
+    run = heaviest_run(hours, "n", "hour", floor=0.2)
+    if run is None:
+        return None
+    lo, hi = run
+    inside = new.filter(pl.col("received_at").dt.hour().is_between(lo, hi))
+    # A burst: most of the new ids within a few hours.
+    if hi - lo + 1 > 8 or inside["user_id"].n_unique() < 0.7 * users:
+        return None
+    seg = _segment(inside)
+    return {"stage": "client", "kind": "inflated", "segment": seg, "window": _hour_window(day, lo, hi), "events": inside.height,
+            "users": inside["user_id"].n_unique(), "dau_impact_pct": 0.0,
+            "confidence": round(min(1.0, inside["user_id"].n_unique() / max(real, 1)), 2), "cause": "bot-like burst",
+            "evidence": f"{inside['user_id'].n_unique():,} ids never seen before and without a profile sent {inside.height:,} events "
+                        f"between {lo:02d}:00 and {hi + 1:02d}:00 from {_seg_text(seg)}: not users."}
+
+
+def _in_flight(ev: Evidence, day: date, baseline: date, as_of: datetime | None) -> dict | None:
+    """Events of batches received on ``day`` that were published but not yet loaded at ``as_of``,
+    from the spans (ingest, and insert links started by then) or the delivery ledger."""
+    if as_of is None or not ev.has_spans or not ev.has_links:
+        return None
+    t_ns = int(as_of.timestamp() * 1e9)
+    per = ev.sql(f"""
+        WITH b AS (SELECT trace_id, received_at, platform, app_version, sdk_version, published FROM ev_batches
+                   WHERE CAST(received_at AS DATE) = ? AND received_at <= ?),
+        l AS (SELECT k.link_trace_id AS trace_id, sum(try_cast(k.attrs['{N.INSERT_ROW_COUNT}'] AS BIGINT)) AS done
+              FROM span_links k JOIN spans s USING (trace_id, span_id) WHERE k.name = '{N.INSERT}' AND s.start_ns <= ? GROUP BY 1)
+        SELECT b.*, hour(b.received_at) AS hour, greatest(b.published - coalesce(l.done, 0), 0) AS waiting
+        FROM b LEFT JOIN l USING (trace_id)""", [day, as_of, t_ns])
+    waiting = int(per["waiting"].sum() or 0)
+    if waiting < 5 or waiting < 0.002 * max(int(per["published"].sum() or 0), 1):
+        return None
+    hit = per.filter(pl.col("waiting") > 0)
+    seg = _weighted_segment(hit, hit.head(0), "waiting", 1.0)
+    hours = _hourly_excess(hit, hit.head(0), "waiting", 1.0)
+    lo, hi = heaviest_run(hours, "excess", "hour") or (0, 23)
+    users = _users_gone(ev, day, baseline, seg, lo, hi, waiting)
+    return {"stage": "queue", "kind": "delay", "segment": seg, "window": _hour_window(day, lo, hi), "events": waiting,
+            "users": users, "users_estimated": True, "dau_impact_pct": 0.0, "confidence": 0.9, "cause": "in flight",
+            "evidence": f"as of {_iso(as_of)}, {waiting:,} events of {hit.height:,} batches received on {day} were published "
+                        f"and not yet loaded: delayed, not lost; about {users:,} users are still to arrive with them."}
+
+
+def _silent_loss(ev: Evidence, day: date, baseline: date) -> dict | None:
+    """Rows the delivery ledger (or the insert spans' links) says landed and the warehouse lacks,
+    among batches received on ``day``: a warehouse-stage drop (deleted after load, or never written)."""
+    if not ev.has_row_traces:
+        return None
+    if ev.has_deliveries:
+        said = "SELECT trace_id, received_at, platform, app_version, sdk_version, loaded FROM ev_deliveries"
+    elif ev.has_links:
+        said = "SELECT trace_id, received_at, platform, app_version, sdk_version, loaded FROM ev_batches"
+    else:
+        return None
+    per = ev.sql(f"""
+        WITH said AS ({said}), rows AS (SELECT trace_id, count(*) AS n FROM ev_events GROUP BY 1)
+        SELECT s.*, hour(s.received_at) AS hour, greatest(s.loaded - coalesce(r.n, 0), 0) AS missing
+        FROM said s LEFT JOIN rows r USING (trace_id) WHERE CAST(s.received_at AS DATE) IN (?, ?)""", [day, baseline])
+    pd, pb = per.filter(pl.col("received_at").dt.date() == day), per.filter(pl.col("received_at").dt.date() == baseline)
+    got, exp = int(pd["missing"].sum() or 0), int(pb["missing"].sum() or 0)
+    if not _significant(got, exp):
+        return None
+    hit = pd.filter(pl.col("missing") > 0)
+    seg = _weighted_segment(hit, pb.filter(pl.col("missing") > 0), "missing", 1.0)
+    hourly = _hourly_excess(pd.filter(_seg_expr(seg)), pb.filter(_seg_expr(seg)), "missing", 1.0)
+    lo, hi = heaviest_run(hourly, "excess", "hour") or (0, 23)
+    n = int(pd.filter(_seg_expr(seg) & pl.col("hour").is_between(lo, hi))["missing"].sum())
+    users = _users_gone(ev, day, baseline, seg, lo, hi, n)
+    return {"stage": "warehouse", "kind": "drop", "segment": seg, "window": _hour_window(day, lo, hi), "events": n,
+            "users": users, "users_estimated": True, "dau_impact_pct": 0.0, "confidence": _confidence(got - exp, exp),
+            "cause": "rows missing after load",
+            "evidence": f"the loads recorded {got:,} rows of batches received on {day} that the warehouse no longer holds "
+                        f"(deleted after load, or never written); about {users:,} users vanished with them."}
+
+
 def _real_segment(con, day: date, baseline: date) -> tuple[dict, int]:
     """The segment value whose users moved most, when it holds most of the move and its
-    dimension is not merely churning (one app version replacing another)."""
+    dimension is not merely churning (one app version replacing another). Counted on received
+    activity, so users the pipeline lost in one segment do not read as users leaving it."""
     total = con.execute("SELECT count(DISTINCT user_id) FILTER (WHERE day = ?) - count(DISTINCT user_id) FILTER (WHERE day = ?) "
-                        "FROM activity_day WHERE outcome = 'loaded'", [day, baseline]).fetchall()[0][0]
+                        "FROM activity_day", [day, baseline]).fetchall()[0][0]
     best: tuple[dict, int] = ({}, 0)
     if not total:
         return best
@@ -398,7 +653,7 @@ def _real_segment(con, day: date, baseline: date) -> tuple[dict, int]:
         col = "coalesce(user_country, country)" if dim == "country" else dim
         moves = con.execute(f"""
             SELECT v, count(DISTINCT user_id) FILTER (WHERE day = ?) - count(DISTINCT user_id) FILTER (WHERE day = ?) AS moved
-            FROM (SELECT {col} AS v, user_id, day FROM activity_day WHERE day IN (?, ?) AND outcome = 'loaded')
+            FROM (SELECT {col} AS v, user_id, day FROM activity_day WHERE day IN (?, ?))
             WHERE v IS NOT NULL AND v <> 'unknown' GROUP BY v ORDER BY abs(moved) DESC, v
         """, [day, baseline, day, baseline]).fetchall()
         if not moves:

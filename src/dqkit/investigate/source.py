@@ -31,7 +31,7 @@ EVENT_COLUMNS: dict[str, str] = {
     "event_id": "VARCHAR", "user_id": "VARCHAR", "event_type": "VARCHAR", "event_ts": "TIMESTAMPTZ",
     "received_at": "TIMESTAMPTZ", "loaded_at": "TIMESTAMPTZ", "platform": "VARCHAR", "app_version": "VARCHAR",
     "sdk_version": "VARCHAR", "country": "VARCHAR", "geo_country": "VARCHAR", "user_country": "VARCHAR",
-    "user_segment": "VARCHAR", "session_id": "VARCHAR", "session_event_number": "BIGINT",
+    "user_segment": "VARCHAR", "account_age_days": "INTEGER", "session_id": "VARCHAR", "session_event_number": "BIGINT",
     "batch_id": "VARCHAR", "trace_id": "VARCHAR",
 }
 REQUIRED = ("event_id", "user_id", "event_ts")
@@ -110,7 +110,7 @@ REFERENCE = Source(
     columns={"event_id": "event_id", "user_id": "user_id", "event_type": "event_type", "event_ts": '"timestamp"',
              "platform": "platform", "app_version": "app_version", "country": "geo_country",
              "geo_country": "geo_country", "user_country": "user_country", "user_segment": "user_segment",
-             "session_id": "session_id", "session_event_number": "session_event_number"},
+             "account_age_days": "account_age_days", "session_id": "session_id", "session_event_number": "session_event_number"},
 )
 
 PRESETS = {"dqkit": DQKIT, "reference": REFERENCE}

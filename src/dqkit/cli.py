@@ -86,6 +86,19 @@ def _source_option(f):
              "events_<type> tables) or a mapping file; default: detected from the tables.")(f)
 
 
+def _as_of(ctx, param, value):
+    """An ISO-8601 moment (UTC when no offset is given), or None."""
+    if not value:
+        return None
+    from datetime import UTC, datetime
+
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not ISO-8601, e.g. 2026-11-28T07:00:00Z") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
 def _print_unknown(doc: dict) -> None:
     for sentence in doc.get("unknown") or []:
         click.echo(f"  unknown: {sentence}")
@@ -345,8 +358,11 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json, source) -> None:
 @click.option("--day", required=True, callback=_day, help="The day to explain (YYYY-MM-DD, UTC).")
 @click.option("--baseline-day", callback=_day, help="The day to compare with; default: the same weekday a week before, else the day before.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON (the documented contract).")
+@click.option("--as-of", "as_of", callback=_as_of,
+              help="The moment to answer for (ISO-8601, UTC): rows loaded later are not seen, and a day whose users may "
+                   "still arrive is provisional; default: the latest load in the data.")
 @_source_option
-def diagnose(warehouse, spans, day, baseline_day, as_json, source) -> None:
+def diagnose(warehouse, spans, day, baseline_day, as_json, source, as_of) -> None:
     """Is the DAU change on --day real, or did the pipeline lose or delay users?
 
     Decomposes the change against the baseline into users lost at each stage, users expected to
@@ -355,16 +371,24 @@ def diagnose(warehouse, spans, day, baseline_day, as_json, source) -> None:
     from dqkit.investigate.diagnose import diagnose as run
 
     try:
-        result = run(warehouse, list(spans) or None, day, baseline_day, source=source)
+        result = run(warehouse, list(spans) or None, day, baseline_day, source=source, as_of=as_of)
     except DqkitError as exc:
         _fail(exc)
     doc = result.to_dict()
+    if doc["verdict"] == "no_data" and not doc["dau"]["received"]:
+        _echo_json(doc, as_json)
+        click.echo(f"dqkit: warning: {doc['reason']}", err=True)
+        sys.exit(EXIT_NOTHING_MATCHED)
     if _echo_json(doc, as_json):
         return
     dau = doc["dau"]
-    click.echo(f"{doc['day']} against {doc['baseline_day']} ({doc['baseline_reason']}): verdict {doc['verdict'].upper()}")
+    click.echo(f"{doc['day']} against {doc['baseline_day']} ({doc['baseline_reason']}): verdict {doc['verdict'].upper()}"
+               + (" (provisional)" if doc["status"] == "provisional" else ""))
+    click.echo(f"  {doc['reason']}")
+    band = dau.get("band") or {}
     click.echo(f"  DAU in the warehouse {dau['warehouse']:,}  received {dau['received']:,}  baseline {dau['baseline']:,}  "
-               f"change {dau['change_pct']:+.1f}%  expected late {dau['expected_late']:,}")
+               f"change {dau['change_pct']:+.1f}%  expected late {dau['expected_late']:,}"
+               + (f" (final DAU {band['low']:,}..{band['high']:,})" if doc["status"] == "provisional" and band else ""))
     parts = ", ".join(f"{k} {v:+,}" for k, v in doc["decomposition"]["parts"].items() if v)
     click.echo(f"  change {doc['decomposition']['total_change']:+,} users = {parts or 'nothing'}")
     _print_unknown(doc)

@@ -257,9 +257,22 @@ def save(chart: alt.TopLevelMixin, path: str | Path, scale: float = 2.0) -> Path
     return p
 
 
+def is_empty(chart: alt.TopLevelMixin) -> bool:
+    """True when every data set of the chart has no rows (an empty day): there is nothing to draw."""
+    spec = chart.to_dict()
+    sets = spec.get("datasets") or {}
+    return bool(sets) and all(len(rows) == 0 for rows in sets.values())
+
+
 def png(chart: alt.TopLevelMixin, scale: float = 1.5):
-    """The chart as an embedded PNG for notebooks and HTML reports (no JavaScript, no network)."""
+    """The chart as an embedded PNG for notebooks and HTML reports (no JavaScript, no network);
+    a chart with no data becomes a line saying so instead of an error."""
     import vl_convert
-    from IPython.display import Image
+    from IPython.display import Image, Markdown
+
+    if is_empty(chart):
+        title = chart.to_dict().get("title")
+        title = title.get("text") if isinstance(title, dict) else title
+        return Markdown(f"*Nothing to chart{f' for “{title}”' if title else ''}: no data for this day.*")
 
     return Image(data=vl_convert.vegalite_to_png(chart.to_json(), scale=scale))

@@ -311,13 +311,6 @@ def _diagnose(ev: Evidence, day: date, baseline: date | None, as_of: datetime | 
         baseline, reason = pick_baseline(con, day)
     d, b = day_counts(con, day), day_counts(con, baseline)
     parts0 = {s: 0 for s in STAGE_ORDER} | {"late_arrival": 0, "real_change": 0}
-    if b.received == 0:
-        # Nothing to compare with: say so rather than call every user a change.
-        dau = {"warehouse": d.warehouse, "received": d.received, "baseline": 0, "change_pct": 0.0, "expected_late": 0}
-        return Diagnosis(day, baseline, reason + "; it has no data, so nothing was compared", dau,
-                         {"total_change": 0, "parts": parts0, "adds_up": True, "degraded_users": {}}, [], "none",
-                         f"nothing to compare with: the baseline day {baseline} has no events ({covered})", as_of=as_of)
-    empty = _empty_hours(con, day, baseline, as_of)
     if d.received == 0:
         dau = {"warehouse": 0, "received": 0, "baseline": b.warehouse, "change_pct": -100.0, "expected_late": 0}
         f = Finding("pipeline", "no_data", {}, _hour_window(day, 0, 23), 0, None, 0.0, 1.0,
@@ -326,6 +319,13 @@ def _diagnose(ev: Evidence, day: date, baseline: date | None, as_of: datetime | 
                                                       "adds_up": True, "degraded_users": {}}, [f], "no_data",
                          f"no events were delivered for {day}: not a change in users, an absence of data ({covered})",
                          as_of=as_of)
+    if b.received == 0:
+        # Nothing to compare with: say so rather than call every user a change.
+        dau = {"warehouse": d.warehouse, "received": d.received, "baseline": 0, "change_pct": 0.0, "expected_late": 0}
+        return Diagnosis(day, baseline, reason + "; it has no data, so nothing was compared", dau,
+                         {"total_change": 0, "parts": parts0, "adds_up": True, "degraded_users": {}}, [], "none",
+                         f"nothing to compare with: the baseline day {baseline} has no events ({covered})", as_of=as_of)
+    empty = _empty_hours(con, day, baseline, as_of)
     est = late_estimate(con, day, as_of)
     late = est.users
     flight = _in_flight(ev, day, baseline, as_of)

@@ -49,7 +49,8 @@ class DailyReport:
             "healthy": self.healthy, "breaches": [c.to_dict() for c in self.breaches],
             "checks": [c.to_dict() for c in self.checks], "thresholds": self.thresholds.to_dict(),
             "measures": self.measures, "baseline_day": d["baseline_day"], "baseline_reason": d["baseline_reason"],
-            "verdict": d["verdict"], "dau": d["dau"], "decomposition": d["decomposition"], "findings": d["findings"],
+            "verdict": d["verdict"], "reason": d.get("reason"), "status": d.get("status"), "as_of": d.get("as_of"),
+            "dau": d["dau"], "decomposition": d["decomposition"], "findings": d["findings"],
             "differences": self.differences,
         }
 
@@ -62,7 +63,7 @@ class DailyReport:
 
 
 def daily_report(day: date | str, warehouse: str | Path, spans, thresholds: Thresholds | None = None,
-                 source=None) -> DailyReport:
+                 source=None, as_of: datetime | str | None = None) -> DailyReport:
     """Everything the daily report states about ``day``.
 
     Args:
@@ -71,6 +72,7 @@ def daily_report(day: date | str, warehouse: str | Path, spans, thresholds: Thre
         spans: loaded spans, or OTLP/JSON files / telemetry folders.
         thresholds: the limits to check; :class:`Thresholds` defaults when None.
         source: what the warehouse's tables mean (``dqkit``, ``reference``, a mapping file); detected when None.
+        as_of: the moment the report describes (ISO-8601 or datetime); default: the latest load in the data.
     """
     from dqkit.investigate.diagnose import diagnose
     from dqkit.investigate.lag import event_lag
@@ -78,6 +80,8 @@ def daily_report(day: date | str, warehouse: str | Path, spans, thresholds: Thre
     from dqkit.investigate.spans import SpanData, load_spans
 
     th = thresholds or Thresholds()
+    if isinstance(as_of, str):
+        as_of = datetime.fromisoformat(as_of.replace("Z", "+00:00")) if as_of else None
     d = day if isinstance(day, date) else date.fromisoformat(str(day))
     sd = spans if isinstance(spans, SpanData) else load_spans(spans)
     start = datetime.combine(d, datetime.min.time(), tzinfo=UTC)
@@ -96,6 +100,7 @@ def daily_report(day: date | str, warehouse: str | Path, spans, thresholds: Thre
         "loaded_after_day_close": round(float(row["after_day_close"][0]), 4) if row.height else None,
     }
     hourly = event_lag(warehouse, spans=sd, source=source)
-    hourly = hourly.filter(pl.col("hour").dt.date() == d)
-    return DailyReport(d, th, evaluate(measures, th), measures, diagnose(warehouse, sd, d, source=source).to_dict(),
-                       rec.findings(), rec, hourly)
+    hourly = hourly.filter(pl.col("hour").dt.date() == d) if hourly.height and hourly["hour"].null_count() < hourly.height else hourly.head(0)
+    diag = diagnose(warehouse, sd, d, source=source, as_of=as_of).to_dict()
+    measures["hours_without_data"] = sum(len(f.get("hours", [])) for f in diag["findings"] if f["kind"] == "no_data")
+    return DailyReport(d, th, evaluate(measures, th), measures, diag, rec.findings(), rec, hourly)

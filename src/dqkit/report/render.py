@@ -115,6 +115,8 @@ def check_value(unit: str, value) -> str:
         return pct(value, 2 if value is not None and 0 < value < 0.01 else 1)
     if unit == "seconds":
         return duration(value)
+    if unit == "hours":
+        return f"{count(value)} hours"
     return f"{count(value)} events"
 
 
@@ -180,7 +182,11 @@ def _verdict_line(doc: dict) -> str:
     why = {"pipeline": f"the pipeline's doing: {count(lost)} users lost in it or still to arrive",
            "real": "a real change in users, not the pipeline",
            "mixed": f"partly real, partly the pipeline ({count(lost)} users lost in it or still to arrive)",
-           "none": "no material change"}[v]
+           "inflated": "inflated by a bot-like burst, not by real users",
+           "no_data": "events are missing for part of the day, so DAU says nothing about users yet",
+           "none": "no material change"}.get(v, v)
+    if doc.get("status") == "provisional":
+        why += " (provisional: users of the day may still arrive)"
     return f"{change} — {why}."
 
 

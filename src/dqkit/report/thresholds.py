@@ -24,6 +24,9 @@ class Thresholds:
     """Largest share of the day's received events rejected as invalid."""
     max_lag_p95_s: float = 3600.0
     """Largest p95 of event-to-warehouse lag for the day, in seconds."""
+    max_hours_without_data: int = 0
+    """Hours that usually have traffic (on the baseline day) allowed to have no events at all: an
+    empty day or a gap is missing data, never a healthy day."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -81,6 +84,7 @@ CHECKS = (
     ("max_dead_lettered", "dead_lettered", "Events dead-lettered after failed inserts", "events"),
     ("max_rejected_share", "rejected_share", "Received events rejected as invalid", "share"),
     ("max_lag_p95_s", "lag_p95_s", "Event-to-warehouse lag, 95th percentile", "seconds"),
+    ("max_hours_without_data", "hours_without_data", "Hours with traffic on the baseline and no events", "hours"),
 )
 
 

@@ -49,7 +49,7 @@ class DailyReport:
             "healthy": self.healthy, "breaches": [c.to_dict() for c in self.breaches],
             "checks": [c.to_dict() for c in self.checks], "thresholds": self.thresholds.to_dict(),
             "measures": self.measures, "baseline_day": d["baseline_day"], "baseline_reason": d["baseline_reason"],
-            "verdict": d["verdict"], "reason": d.get("reason"), "status": d.get("status"), "as_of": d.get("as_of"),
+            "verdict": d["verdict"], "reason": d.get("reason"), "dau_status": d.get("status"), "as_of": d.get("as_of"),
             "dau": d["dau"], "decomposition": d["decomposition"], "findings": d["findings"],
             "differences": self.differences,
         }

@@ -185,7 +185,7 @@ def _verdict_line(doc: dict) -> str:
            "inflated": "inflated by a bot-like burst, not by real users",
            "no_data": "events are missing for part of the day, so DAU says nothing about users yet",
            "none": "no material change"}.get(v, v)
-    if doc.get("status") == "provisional":
+    if doc.get("dau_status", doc.get("status")) == "provisional":
         why += " (provisional: users of the day may still arrive)"
     return f"{change} — {why}."
 

@@ -11,16 +11,18 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from dqkit import names as n
+
 LATENCY_BOUNDS_MS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0)
 LAG_BOUNDS_S = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400, 172800)
 BATCH_BOUNDS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000)
 
 INSTRUMENTS = {
-    "analytics.events.ingested": ("counter", "Events accepted by ingestion (valid and not duplicate)", "{event}", None),
-    "analytics.events.rejected": ("counter", "Events rejected, by stage (validate or dedup) and reason", "{event}", None),
-    "analytics.enrichment.latency_ms": ("histogram", "Time to enrich a single event", "ms", LATENCY_BOUNDS_MS),
-    "analytics.pipeline.lag_seconds": ("histogram", "Delay between event timestamp and warehouse availability", "s", LAG_BOUNDS_S),
-    "analytics.ingestion.batch_size": ("histogram", "Number of events per ingestion batch", "{event}", BATCH_BOUNDS),
+    n.M_INGESTED: ("counter", "Events accepted by ingestion (valid and not duplicate)", "{event}", None),
+    n.M_REJECTED: ("counter", "Events rejected, by stage (validate or dedup) and reason", "{event}", None),
+    n.M_ENRICH_LATENCY: ("histogram", "Time to enrich a single event", "ms", LATENCY_BOUNDS_MS),
+    n.M_LAG: ("histogram", "Delay between event timestamp and warehouse availability", "s", LAG_BOUNDS_S),
+    n.M_BATCH_SIZE: ("histogram", "Number of events per ingestion batch", "{event}", BATCH_BOUNDS),
 }
 
 

@@ -78,8 +78,8 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[5])
 from reference import run
-from dqkit.pipeline.geoip import default_geoip_dir
-print(json.dumps(run(Path(sys.argv[1]), Path(sys.argv[3]), default_geoip_dir(), Path(sys.argv[2]))))
+from dqkit.paths import geoip_dir
+print(json.dumps(run(Path(sys.argv[1]), Path(sys.argv[3]), geoip_dir(), Path(sys.argv[2]))))
 """
 
 

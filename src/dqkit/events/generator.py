@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from dqkit.events.scenarios import Scenario
-from dqkit.pipeline.geoip import default_geoip_dir
+from dqkit.paths import geoip_dir
 
 COUNTRIES = (("US", 0.32), ("IN", 0.14), ("BR", 0.1), ("GB", 0.09), ("DE", 0.09), ("FR", 0.07),
              ("JP", 0.07), ("CA", 0.05), ("AU", 0.04), ("NL", 0.03))
@@ -70,7 +70,7 @@ class Sample:
 
 
 def _ips(rng: np.random.Generator, countries: np.ndarray) -> np.ndarray:
-    v4 = pl.read_parquet(default_geoip_dir() / "ipv4.parquet")
+    v4 = pl.read_parquet(geoip_dir() / "ipv4.parquet")
     out = np.empty(len(countries), dtype=object)
     for cc in np.unique(countries):
         ranges = v4.filter(pl.col("country") == cc)

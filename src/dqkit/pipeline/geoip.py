@@ -13,18 +13,10 @@ from pathlib import Path
 import polars as pl
 
 from dqkit.errors import InputError
+from dqkit.paths import geoip_dir
 
 _TWO64 = 1 << 64
 OUT_SCHEMA = {"client_ip": pl.String, "geo_country": pl.String, "geo_region": pl.String, "geo_city": pl.String}
-
-
-def default_geoip_dir() -> Path:
-    """Where the bundled range tables live (source checkout or installed package data)."""
-    here = Path(__file__).resolve()
-    for base in (here.parents[3] / "data" / "geoip", here.parents[1] / "data" / "geoip"):
-        if (base / "ipv4.parquet").is_file():
-            return base
-    raise InputError("the bundled geo-IP tables are missing; reinstall dqkit or pass --geoip PATH")
 
 
 def parse_ipv4(frame: pl.DataFrame, col: str = "client_ip") -> pl.DataFrame:
@@ -168,7 +160,7 @@ class CachedGeoIP:
 def open_geoip(path: str | Path | None = None) -> CachedGeoIP:
     """The bundled range tables, a directory of them, or a ``.mmdb`` file."""
     if path is None:
-        return CachedGeoIP(RangeGeoIP(default_geoip_dir()))
+        return CachedGeoIP(RangeGeoIP(geoip_dir()))
     p = Path(path)
     if p.is_dir():
         return CachedGeoIP(RangeGeoIP(p))

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from dqkit.events import readers
 from dqkit.events import schema as sch
-from dqkit.pipeline import clock, spans
+from dqkit.pipeline import clock
 from dqkit.pipeline.dedup import Deduplicator
 from dqkit.pipeline.faults import Fault, FaultTruth
 from dqkit.pipeline.geoip import open_geoip
@@ -30,10 +30,12 @@ from dqkit.pipeline.metrics import PipelineMetrics
 from dqkit.pipeline.profiles import ProfileStore, read_profiles
 from dqkit.pipeline.queue import EmbeddedQueue, Queue
 from dqkit.pipeline.sessions import SessionStitcher
+from dqkit.pipeline.span_writer import SpanIds, render_enrich_spans, render_ingest_spans, render_load_spans
 from dqkit.pipeline.validate import validate
 from dqkit.pipeline.warehouse import (
     DELIVERY_COLUMNS, LOAD_AUDIT_COLUMNS, REJECTED_COLUMNS, InsertOutcome, Warehouse, InsertAborted, table_for,
 )
+from dqkit.readahead import ReadAhead
 from dqkit.telemetry import SCOPE, Telemetry, TelemetryConfig, TelemetryStats
 
 _KEY_SEED = 0xDE11  # hashes of delivery keys, compared within one process only
@@ -66,8 +68,8 @@ class ReplayConfig:
 
 
 @dataclass
-class Ledger:
-    """Where every received event went (DESIGN section 6)."""
+class RunCounts:
+    """Where every event a replay received went (the accounting identity, DESIGN section 6)."""
 
     received: int = 0
     loaded: int = 0
@@ -90,7 +92,7 @@ class ReplayResult:
     run_id: str
     warehouse: Path
     telemetry_dir: Path | None
-    ledger: Ledger
+    ledger: RunCounts
     skipped_deliveries: int
     skipped_events: int
     deliveries: int
@@ -186,7 +188,7 @@ class Replay:
             "SELECT user_id, last_ts, session_id, session_events FROM session_state"
         ).cast({"last_ts": pl.Datetime("us", "UTC")}))
         self.metrics = PipelineMetrics()
-        self.ledger = Ledger()
+        self.ledger = RunCounts()
         self.timer = _Timer()
         self.watermark_ns: int | None = None
         self.skipped_deliveries = 0
@@ -198,6 +200,7 @@ class Replay:
         self._earlier_keys = pl.concat(
             [b.get_column("delivery_key").hash(seed=_KEY_SEED) for b in self.wh.read_batches("SELECT delivery_key FROM deliveries")]
             or [pl.Series([], dtype=pl.UInt64)]).sort()
+        self.ids = SpanIds()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dqkit-spans")
         self._pending: tuple[dict[str, int], Future] | None = None
         # Finish what a crashed replay left: spans of committed chunks are kept, others dropped.
@@ -221,7 +224,7 @@ class Replay:
             )
         if chunk.deliveries.is_empty():
             return
-        ids = spans.delivery_ids(chunk.deliveries.get_column("delivery_key"))
+        ids = self.ids.delivery_ids(chunk.deliveries.get_column("delivery_key"))
         deliveries = chunk.deliveries.sort("line_no").join(ids, on="delivery_key", how="left")
         deliveries = deliveries.with_columns(clock.entry_times(deliveries, self.watermark_ns))
         events = chunk.events.join(deliveries.select("delivery_key", "trace_id"), on="delivery_key", how="left")
@@ -470,14 +473,14 @@ class Replay:
         """On the writer thread: the chunk's ingest and enrich spans."""
         if not self.config.tracing:
             return []
-        return [*spans.ingest_spans(d, self.queue.system, self.queue.topic), *spans.enrich_spans(d, self.queue.topic)]
+        return [*render_ingest_spans(d, self.queue.system, self.queue.topic), *render_enrich_spans(d, self.queue.topic)]
 
     def _write_spans(self, early: Future, load_frames: tuple[pl.DataFrame, ...], chunk_id: str) -> tuple:
         """On the writer thread: the chunk's spans, rendered to ``traces.jsonl``. Polars
         does the work outside the GIL, so this overlaps the next chunk's stages. ``early``
         (submitted before, so already done on this one-worker thread) holds the spans that
         did not wait for the inserts."""
-        rendered = [*early.result(), *spans.load_spans(*load_frames)] if self.config.tracing else []
+        rendered = [*early.result(), *render_load_spans(*load_frames)] if self.config.tracing else []
         return self.telemetry.stage(rendered, chunk_id)
 
     def _load_telemetry(self, d: pl.DataFrame, rows: pl.DataFrame, out: pl.DataFrame) -> tuple[pl.DataFrame, ...]:
@@ -505,7 +508,7 @@ class Replay:
             first_key=pl.col("delivery_key").min(), rows=pl.col("rows").sum(), partitions=pl.col("table").n_unique().cast(pl.Int64),
             batches=pl.col("delivery_key").n_unique().cast(pl.Int64),
         ).sort("t_load")
-        loads = pl.concat([loads, spans.load_ids(loads.select(pl.format("{}:{}", "t_load", "first_key")).to_series())],
+        loads = pl.concat([loads, self.ids.load_ids(loads.select(pl.format("{}:{}", "t_load", "first_key")).to_series())],
                           how="horizontal")
         inserts = (
             per.group_by("t_load", "table", "injected").agg(
@@ -519,7 +522,7 @@ class Replay:
             )
         )
         inserts = inserts.with_columns(
-            insert_sid=spans.insert_span_ids(inserts.select(pl.format(
+            insert_sid=self.ids.insert_span_ids(inserts.select(pl.format(
                 "{}:{}{}", "load_sid", "table", pl.when("injected").then(pl.lit(":injected")).otherwise(pl.lit("")))).to_series()),
             dur_ns=pl.max_horizontal((pl.col("duration_ms") * 1e6).round().cast(pl.Int64), pl.lit(clock.MIN_STAGE_NS)),
         ).with_columns(
@@ -570,6 +573,7 @@ class Replay:
         """Commit the last chunk, export the final metrics, prune state past its window, record the run."""
         self.flush()
         self._writer.shutdown()
+        self.ids.close()
         if self.metrics.start_ns:
             self.telemetry.emit_metrics(self.metrics.snapshot(self.watermark_ns or self.metrics.start_ns,
                                                               dict(self.tcfg.resource), SCOPE))
@@ -603,7 +607,7 @@ def replay(
     profiles: str | Path | pl.DataFrame | None = None,
     geoip: str | Path | None = None,
     config: ReplayConfig | None = None,
-    progress: Callable[[int, Ledger], None] | None = None,
+    progress: Callable[[int, RunCounts], None] | None = None,
 ) -> ReplayResult:
     """Replay ``sample`` into the DuckDB file ``warehouse``, writing OTLP/JSON telemetry.
 
@@ -618,7 +622,7 @@ def replay(
     """
     cfg = config or ReplayConfig()
     # The first chunk is read while the warehouse and the reference data open.
-    with readers.ReadAhead(readers.iter_sample(sample, cfg.chunk_lines)) as chunks:
+    with ReadAhead(readers.iter_sample(sample, cfg.chunk_lines)) as chunks:
         run = Replay(warehouse, telemetry, profiles, geoip, cfg)
         try:
             while True:
@@ -633,6 +637,7 @@ def replay(
         except BaseException:
             # The chunk in hand stays uncommitted; the next start cuts its spans off again.
             run._writer.shutdown()
+            run.ids.close()
             run.telemetry.close()
             run.wh.close()
             raise

@@ -25,6 +25,7 @@ import polars as pl
 
 from dqkit.events.scenarios import Scenario
 from dqkit.paths import geoip_dir
+from dqkit.timefmt import iso_z
 
 COUNTRIES = (("US", 0.32), ("IN", 0.14), ("BR", 0.1), ("GB", 0.09), ("DE", 0.09), ("FR", 0.07),
              ("JP", 0.07), ("CA", 0.05), ("AU", 0.04), ("NL", 0.03))
@@ -341,7 +342,7 @@ def _expected(scen: list[Scenario]) -> pl.Expr:
 
 
 def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return None if t is None else iso_z(t)
 
 
 def _truth_doc(spec: SampleSpec, scen: list[Scenario], truth: dict, arrived: pl.DataFrame, allb: pl.DataFrame) -> dict:

@@ -24,7 +24,7 @@ from dqkit.events import readers
 from dqkit.events import schema as sch
 from dqkit.pipeline import clock
 from dqkit.pipeline.dedup import Deduplicator
-from dqkit.pipeline.faults import Fault, FaultTruth
+from dqkit.pipeline.faults import Fault, FaultPlan
 from dqkit.pipeline.geoip import open_geoip
 from dqkit.pipeline.metrics import PipelineMetrics
 from dqkit.pipeline.profiles import ProfileStore, read_profiles
@@ -195,7 +195,7 @@ class Replay:
         self.skipped_events = 0
         self.deliveries = 0
         self.started = datetime.now(UTC)
-        self.truth = [FaultTruth(f) for f in self.config.faults]
+        self.faults = FaultPlan(self.config.faults)
         self._chunk_seq = 0
         self._earlier_keys = pl.concat(
             [b.get_column("delivery_key").hash(seed=_KEY_SEED) for b in self.wh.read_batches("SELECT delivery_key FROM deliveries")]
@@ -226,9 +226,8 @@ class Replay:
             return
         ids = self.ids.delivery_ids(chunk.deliveries.get_column("delivery_key"))
         deliveries = chunk.deliveries.sort("line_no").join(ids, on="delivery_key", how="left")
-        deliveries = deliveries.with_columns(clock.entry_times(deliveries, self.watermark_ns))
+        deliveries = deliveries.with_columns(clock.entry_times(self.watermark_ns))
         events = chunk.events.join(deliveries.select("delivery_key", "trace_id"), on="delivery_key", how="left")
-        total_events = max(int(deliveries.get_column("event_count").sum()), 1)
 
         with self.timer("validate"):
             v = validate(events, deliveries, self.config.limits)
@@ -245,12 +244,9 @@ class Replay:
             published=pl.col("queue_published"),
         )
         # Replay clock, ingest side: each batch's own timeline (see dqkit.pipeline.clock).
-        t = self.timer.last
-        share_in = pl.col("event_count") / total_events
-        d = d.with_columns(t_validated=pl.col("t_enter") + clock.amortized(t.get("validate", 0), share_in))
-        d = d.with_columns(t_deduped=pl.col("t_validated") + clock.amortized(t.get("dedup", 0), share_in))
-        d = d.with_columns(t_published=pl.col("t_deduped") + clock.amortized(t.get("publish", 0), share_in))
-        d = d.with_columns(t_consumed=pl.col("t_published") + self._batch_delay(d, "queue_backlog", "t_published"))
+        d = clock.stamp_ingest(d, self.timer.last)
+        d = d.with_columns(t_consumed=pl.col("t_published") + self.faults.batch_delay(d, "queue_backlog", "t_published",
+                                                                                      self._published))
 
         msg = self.queue.consume()
         consumed = msg.events if msg is not None else dd.unique.clear()
@@ -267,18 +263,16 @@ class Replay:
 
         with self.timer("enrich.user_profile"):
             enriched = self.profiles.enrich(consumed)
-            enriched = self._event_fault(enriched, "profile_outage", ["user_country", "user_segment", "account_age_days"],
-                                         flag="profile_error")
+            enriched = self.faults.degrade(enriched, "profile_outage", ["user_country", "user_segment", "account_age_days"],
+                                           flag="profile_error")
         with self.timer("enrich.geo_ip"):
             geo = self.geo.lookup(enriched.get_column("client_ip"))
             enriched = enriched.join(geo, on="client_ip", how="left")
-            enriched = self._event_fault(enriched, "geoip_outage", ["geo_country", "geo_region", "geo_city"])
+            enriched = self.faults.degrade(enriched, "geoip_outage", ["geo_country", "geo_region", "geo_city"])
         with self.timer("enrich.session"):
             enriched, session_changes = self.sessions.stitch(enriched)
 
         # Replay clock, consumer side.
-        t = self.timer.last
-        share_pub = pl.col("published") / max(consumed.height, 1)
         per_batch = enriched.group_by("delivery_key").agg(
             profile_hits=pl.col("profile_cache_hit").sum().cast(pl.Int64),
             profile_misses=(~pl.col("profile_cache_hit")).sum().cast(pl.Int64),
@@ -294,11 +288,8 @@ class Replay:
             pl.col("profile_hits", "profile_misses", "profile_missing", "profile_errors", "geo_resolved",
                    "sessions_new").fill_null(0),
         )
-        d = d.with_columns(t_profiled=pl.col("t_consumed") + clock.amortized(t.get("enrich.user_profile", 0), share_pub)
-                           + self._batch_delay(d, "profile_slow", "t_consumed"))
-        d = d.with_columns(t_geo=pl.col("t_profiled") + clock.amortized(t.get("enrich.geo_ip", 0), share_pub))
-        d = d.with_columns(t_enriched=pl.col("t_geo") + clock.amortized(t.get("enrich.session", 0), share_pub))
-        d = d.with_columns(t_load=clock.next_load(pl.col("t_enriched"), self.config.load_interval_s))
+        d = clock.stamp_enrich(d, self.timer.last, consumed.height,
+                               self.faults.batch_delay(d, "profile_slow", "t_consumed", self._published), self.config.load_interval_s)
         # The ingest and enrich spans need nothing from the warehouse: they are rendered on the
         # writer thread while this chunk is partitioned and inserted, so that only the load
         # spans are left to render once the last chunk is done.
@@ -307,10 +298,10 @@ class Replay:
         with self.timer("warehouse.partition"):
             rows = enriched.drop("t_consumed").join(d.select("delivery_key", "t_load", "platform").rename(
                 {"platform": "batch_platform"}), on="delivery_key", how="left").with_columns(
-                loaded_at=pl.from_epoch(pl.col("t_load"), time_unit="ns").dt.cast_time_unit("us").dt.replace_time_zone("UTC"),
+                loaded_at=clock.as_timestamp(pl.col("t_load")),
                 table=pl.lit("events_") + pl.col("event_type"),
             )
-            rows = self._insert_faults(rows)
+            rows = self.faults.mark_inserts(rows)
             parts = rows.partition_by("table", "injected", as_dict=True)
         self.flush()  # the previous chunk: its spans were written while this one was prepared
         self._pending = self._write(chunk, d, v, dd, rows, parts, session_changes, early)
@@ -346,52 +337,6 @@ class Replay:
             raise
         self.telemetry.publish(staged)
         self.ledger.add(result)
-
-    # -- injected faults -------------------------------------------------------------------
-    def _faults(self, name: str) -> list[FaultTruth]:
-        return [ft for ft in self.truth if ft.fault.name == name]
-
-    def _batch_delay(self, d: pl.DataFrame, name: str, t_col: str) -> pl.Expr:
-        """Extra replay-clock nanoseconds for batches a delay fault hits (0 elsewhere)."""
-        delay = pl.lit(0, pl.Int64)
-        for ft in self._faults(name):
-            f = ft.fault
-            hit = f.active(pl.col(t_col), pl.col("platform")) & f.chosen(pl.col("trace_id")) & (pl.col("published") > 0)
-            mask = d.select(hit.alias("hit"))["hit"]
-            ft.add(self._events_of(d.filter(mask), t_col), t_col)
-            delay = delay + pl.when(hit).then(int(f.delay.total_seconds() * 1e9)).otherwise(0)
-        return delay
-
-    def _events_of(self, batches: pl.DataFrame, t_col: str) -> pl.DataFrame:
-        # The events a batch-level fault touched: what the queue delivered for those batches.
-        return self._published.join(batches.select("delivery_key", t_col), on="delivery_key")
-
-    def _event_fault(self, events: pl.DataFrame, name: str, cols: list[str], flag: str | None = None) -> pl.DataFrame:
-        """Blank ``cols`` for events an outage hits (they load degraded, not dropped)."""
-        hit_all = pl.lit(False)
-        for ft in self._faults(name):
-            f = ft.fault
-            hit = f.active(pl.col("t_consumed"), pl.col("platform")) & f.chosen(pl.col("event_id"))
-            ft.add(events.filter(hit), "t_consumed")
-            hit_all = hit_all | hit
-        out = events.with_columns(_hit=hit_all)
-        out = out.with_columns([pl.when(pl.col("_hit")).then(None).otherwise(pl.col(c)).alias(c) for c in cols])
-        if flag:
-            out = out.with_columns(pl.col("_hit").alias(flag))
-        return out.drop("_hit")
-
-    def _insert_faults(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """Mark rows whose insert an ``insert_failure`` fault fails (chosen per table and load)."""
-        injected = pl.lit(False)
-        for ft in self._faults("insert_failure"):
-            f = ft.fault
-            hit = f.active(pl.col("t_load"), pl.col("batch_platform")) & f.chosen(
-                pl.concat_str(pl.col("table"), pl.col("t_load").cast(pl.String)))
-            if f.table:
-                hit = hit & (pl.col("table") == f.table)
-            ft.add(rows.filter(hit & ~injected), "t_load")
-            injected = injected | hit
-        return rows.with_columns(injected=injected)
 
     # ------------------------------------------------------------------------------------
     def _write(self, chunk, d, v, dd, rows, parts, session_changes, early: Future) -> tuple[dict[str, int], Future]:
@@ -578,11 +523,8 @@ class Replay:
             self.telemetry.emit_metrics(self.metrics.snapshot(self.watermark_ns or self.metrics.start_ns,
                                                               dict(self.tcfg.resource), SCOPE))
         stats = self.telemetry.close()
-        if self.truth and self.config.truth_path is not None:
-            import json
-
-            self.config.truth_path.parent.mkdir(parents=True, exist_ok=True)
-            self.config.truth_path.write_text(json.dumps({"faults": [ft.to_dict() for ft in self.truth]}, indent=2) + "\n")
+        if self.faults.truths and self.config.truth_path is not None:
+            self.faults.write_truth(self.config.truth_path)
         finished = datetime.now(UTC)
         lg = self.ledger
         self.wh.con.execute(
@@ -596,7 +538,7 @@ class Replay:
             run_id=self.run_id, warehouse=self.wh.path, telemetry_dir=self.tcfg.out_dir, ledger=lg,
             skipped_deliveries=self.skipped_deliveries, skipped_events=self.skipped_events, deliveries=self.deliveries,
             seconds=(finished - self.started).total_seconds(), stage_seconds=dict(self.timer.total), telemetry=stats,
-            faults=[ft.to_dict() for ft in self.truth],
+            faults=self.faults.to_dicts(),
         )
 
 

@@ -26,7 +26,7 @@ from dqkit.pipeline import clock
 from dqkit.pipeline.dedup import Deduplicator
 from dqkit.pipeline.faults import Fault, FaultPlan
 from dqkit.pipeline.geoip import open_geoip
-from dqkit.pipeline.metrics import PipelineMetrics
+from dqkit.pipeline.metrics import PipelineMetrics, record_chunk
 from dqkit.pipeline.profiles import ProfileStore, read_profiles
 from dqkit.pipeline.queue import EmbeddedQueue, Queue
 from dqkit.pipeline.sessions import SessionStitcher
@@ -409,7 +409,7 @@ class Replay:
             chunk_id = f"{self.run_id}-{self._chunk_seq:06d}"
             spans_written = self._writer.submit(self._write_spans, early, load_frames[:3], chunk_id)
             self.wh.con.execute("INSERT INTO telemetry_chunks VALUES (?, ?)", [chunk_id, self.run_id])
-            self._record_metrics(d, rows, v, dd)
+            record_chunk(self.metrics, d, rows, v.rejected, dd.duplicates)
 
         totals = d.select(pl.col("received", "loaded", "invalid", "duplicate", "dead_lettered", "in_flight").sum()).row(0, named=True)
         return totals, spans_written
@@ -489,29 +489,6 @@ class Replay:
             load_trace_id=pl.col("load_trace"), span_id=pl.col("insert_sid"), error=pl.col("error"), run_id=pl.lit(self.run_id),
         )
         return loads, inserts, links, audit
-
-    def _record_metrics(self, d: pl.DataFrame, rows: pl.DataFrame, v, dd) -> None:
-        m = self.metrics
-        if not m.start_ns:
-            m.start_ns = int(d.get_column("t_enter").min())
-        m.add("analytics.events.ingested", d, ["platform"], "published")
-        rej = pl.concat([
-            v.rejected.select("platform", "reason", stage=pl.lit("validate")),
-            dd.duplicates.select("platform", reason=pl.lit(sch.DUPLICATE), stage=pl.lit("dedup")),
-        ]).with_columns(n=pl.lit(1))
-        if not rej.is_empty():
-            m.add("analytics.events.rejected", rej.rename({"platform": "client.platform", "reason": "rejection.reason",
-                                                            "stage": "rejection.stage"}),
-                  ["client.platform", "rejection.stage", "rejection.reason"], "n")
-        m.record("analytics.ingestion.batch_size", d.rename({"platform": "client.platform"}), ["client.platform"], "received")
-        enr = d.filter(pl.col("published") > 0).with_columns(
-            ms=(pl.col("t_enriched") - pl.col("t_consumed")) / 1e6 / pl.col("published")
-        )
-        m.record("analytics.enrichment.latency_ms", enr, [], "ms", weight="published")
-        landed = rows.filter(pl.col("landed")).with_columns(
-            lag=(pl.col("loaded_at") - pl.col("event_ts")).dt.total_milliseconds() / 1000.0
-        )
-        m.record("analytics.pipeline.lag_seconds", landed.rename({"event_type": "event.type"}), ["event.type"], "lag")
 
     # ------------------------------------------------------------------------------------
     def close(self, sample: str = "") -> ReplayResult:

@@ -8,12 +8,21 @@ grouped counts and histogram buckets computed in Polars (:func:`record_chunk`);
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from dqkit import names as n
 from dqkit.events.schema import DUPLICATE
+
+STAGES = ("read", "validate", "dedup", "publish", "enrich.user_profile", "enrich.geo_ip", "enrich.session",
+          "warehouse.partition", "warehouse.insert", "telemetry", "spans.wait")
+"""The stages a replay times (``ReplayResult.stage_seconds``): ``read`` is the wait for the reader,
+``telemetry`` the span and metric work left on the main thread, ``spans.wait`` the wait for the
+span writer before a commit."""
 
 LATENCY_BOUNDS_MS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0)
 LAG_BOUNDS_S = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400, 172800)
@@ -132,3 +141,27 @@ def record_chunk(m: PipelineMetrics, batches: pl.DataFrame, rows: pl.DataFrame, 
         lag=(pl.col("loaded_at") - pl.col("event_ts")).dt.total_milliseconds() / 1000.0
     )
     m.record(n.M_LAG, landed.rename({"event_type": n.EVENT_TYPE}), [n.EVENT_TYPE], "lag")
+
+
+class StageTimer:
+    """Seconds spent per stage: in total, and in the chunk being processed (``last``)."""
+
+    def __init__(self) -> None:
+        """Start every stage of :data:`STAGES` at zero."""
+        self.total: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self.last: dict[str, float] = {}
+
+    def add(self, seconds: Mapping[str, float]) -> None:
+        """Add measured seconds per stage (a stage result's ``seconds``)."""
+        for stage, dt in seconds.items():
+            self.last[stage] = self.last.get(stage, 0.0) + dt
+            self.total[stage] = self.total.get(stage, 0.0) + dt
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        """Time the block as ``stage``."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add({stage: time.perf_counter() - t})

@@ -104,22 +104,21 @@ class InsertOutcome:
 class Warehouse:
     """A DuckDB warehouse file opened for writing."""
 
-    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path) -> None:
+        """Open (or create) the warehouse file at ``path`` and its tables."""
         self.path = Path(path)
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = connect(self.path, read_only=read_only)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = connect(self.path)
         self._tables: set[str] | None = None  # event tables known to exist (None: ask DuckDB)
-        if not read_only:
-            # Each checkpoint compresses the rows written since the last one and rewrites every
-            # table's partly filled last row group, so frequent ones redo work: on a 1M-event
-            # replay, 512 MB of WAL between checkpoints took commits from 6.7 to 3.1 s (medians
-            # of 3 pairs) against 128 MB, and a 10M-event replay's peak RSS rose by only 9 MB
-            # (DuckDB's own memory stays capped below).
-            self.con.execute("SET checkpoint_threshold = '512MB'")
-            # DuckDB would cache up to 80% of RAM; a replay needs its memory for the chunks in flight.
-            self.con.execute("SET memory_limit = '256MB'")
-            self._create()
+        # Each checkpoint compresses the rows written since the last one and rewrites every
+        # table's partly filled last row group, so frequent ones redo work: on a 1M-event
+        # replay, 512 MB of WAL between checkpoints took commits from 6.7 to 3.1 s (medians
+        # of 3 pairs) against 128 MB, and a 10M-event replay's peak RSS rose by only 9 MB
+        # (DuckDB's own memory stays capped below).
+        self.con.execute("SET checkpoint_threshold = '512MB'")
+        # DuckDB would cache up to 80% of RAM; a replay needs its memory for the chunks in flight.
+        self.con.execute("SET memory_limit = '256MB'")
+        self._create()
 
     def _create(self) -> None:
         for name, cols in {"rejected_events": REJECTED_COLUMNS, "deliveries": DELIVERY_COLUMNS,
@@ -216,11 +215,17 @@ class Warehouse:
         attempts: int = 3,
         fail: Callable[[str, int], str | None] | None = None,
     ) -> InsertOutcome:
-        """Insert one table's rows, retrying; never raises for a failed insert.
+        """Insert one table's rows, in the open transaction.
 
         ``fail(table, attempt)`` lets a replay inject failures: it returns an error text to fail
-        that attempt. A real DuckDB error is retried the same way. The caller dead-letters the
-        rows of an insert that still fails.
+        that attempt, and the insert is tried again (at once: the replay clock does not wait),
+        up to ``attempts`` times; an outcome with ``success=False`` tells the caller to
+        dead-letter the rows. A real DuckDB error is not retried here: DuckDB has aborted the
+        transaction, so it raises :class:`InsertAborted` on the first one and the caller redoes
+        the chunk (see :func:`dqkit.pipeline.load.insert_all`).
+
+        Raises:
+            InsertAborted: DuckDB failed the insert (the transaction must be rolled back).
         """
         if self._tables is None:
             self._tables = set(self.event_tables())
@@ -231,8 +236,6 @@ class Warehouse:
         error = None
         t0 = time.perf_counter()
         for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                time.sleep(0)  # retries are immediate; the replay clock does not wait
             error = fail(table, attempt) if fail else None
             if error is None:
                 try:

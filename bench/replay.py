@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REPLAY = """
 import json, shutil, sys, time
 from pathlib import Path
+from dqkit.allocator import keep_freed_memory
+assert keep_freed_memory()  # before Polars loads, as the dqkit command does
 from dqkit.pipeline.run import ReplayConfig, replay
 out = Path(sys.argv[2]); shutil.rmtree(out, ignore_errors=True)
 t = time.perf_counter()

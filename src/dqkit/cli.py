@@ -44,6 +44,10 @@ def main() -> None:
     Replay event samples through a traced ingest-to-warehouse pipeline (DuckDB + OpenTelemetry),
     then investigate spans against warehouse counts.
     """
+    from dqkit.allocator import keep_freed_memory
+
+    # Before any command imports Polars: its allocator reads the setting once, at import.
+    keep_freed_memory()
 
 
 @main.command()

@@ -196,7 +196,12 @@ class Warehouse:
         try:
             self.con.execute(f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM _append")
         finally:
-            self.con.unregister("_append")
+            try:
+                self.con.unregister("_append")
+            except duckdb.Error:
+                # A failed insert aborted the transaction, which refuses even this; raising here
+                # would hide the insert's own error (the next append registers the name again).
+                pass
 
     def upsert_sessions(self, changed: pl.DataFrame) -> None:
         if changed.is_empty():

@@ -5,6 +5,9 @@ publish children; the consumer's ``analytics.enrich`` continues it from the mess
 ``traceparent``; each warehouse load is its own trace whose insert spans link back to every
 batch they carried, with that batch's row count on the link.
 
+No user id or IP address reaches an attribute: none of the columns read carries one, and the
+one free text, an insert's error message, loses its quoted values (:func:`without_values`).
+
 The renderers read per-batch and per-load frames by column name. The columns each one needs
 are listed in :data:`INGEST_COLUMNS`, :data:`ENRICH_COLUMNS`, :data:`LOADS_COLUMNS`,
 :data:`INSERTS_COLUMNS` and :data:`LINKS_COLUMNS`, and checked on entry: a frame that lacks one
@@ -260,6 +263,13 @@ def render_load_spans(loads: pl.DataFrame, inserts: pl.DataFrame, links: pl.Data
         s(n.TABLE_NAME, pl.col("table")), i(n.INSERT_ROW_COUNT, pl.col("rows")),
         b(n.INSERT_SUCCESS, pl.col("success")), d(n.INSERT_DURATION_MS, pl.col("duration_ms")),
         i(n.INSERT_ATTEMPTS, pl.col("attempts")), s(n.DB_SYSTEM, "duckdb"),
-        links=pl.col("links"), status=error_status(~pl.col("success"), pl.col("error")),
+        links=pl.col("links"), status=error_status(~pl.col("success"), without_values(pl.col("error"))),
     )
     return [load, part, insert]
+
+
+def without_values(error: pl.Expr) -> pl.Expr:
+    """An error message with its quoted literals blanked (``'…'``): a database error quotes the
+    value it could not store, which may be a user id or an address, and telemetry carries none.
+    The warehouse's ``load_audit`` keeps the whole message."""
+    return error.str.replace_all(r"'(?:[^']|'')*'", "'…'")

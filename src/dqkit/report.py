@@ -33,6 +33,7 @@ class Thresholds:
 
 
 def notebooks_dir() -> Path:
+    """The folder of the report notebook (source checkout or installed package)."""
     here = Path(__file__).resolve()
     for base in (here.parents[2] / "notebooks", here.parent / "notebooks"):
         if (base / NOTEBOOK).is_file():
@@ -139,4 +140,5 @@ def run_report(day: str, warehouse: str | Path, spans: str | Path, out_dir: str 
 
 
 def yesterday() -> str:
+    """Yesterday's date, ``YYYY-MM-DD``."""
     return (date.today() - timedelta(days=1)).isoformat()

@@ -60,6 +60,7 @@ class TelemetryConfig:
 
     @classmethod
     def from_env(cls, out_dir: str | Path | None, env: Mapping[str, str] | None = None) -> TelemetryConfig:
+        """The configuration from ``OTEL_*`` variables (``env``, default ``os.environ``), writing files to ``out_dir``."""
         env = os.environ if env is None else env
         resource: dict[str, object] = {n.SERVICE_NAME: "dqkit", n.SERVICE_VERSION: __version__}
         resource.update(_parse_resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES", "")))
@@ -82,6 +83,8 @@ class TelemetryConfig:
 
 @dataclass
 class TelemetryStats:
+    """What the telemetry did: spans written, sent and not exported, metric exports."""
+
     spans_written: int = 0
     """Spans written to ``traces.jsonl``."""
     spans_sent: int = 0
@@ -297,6 +300,7 @@ class Telemetry:
         self.stats.metric_exports += 1
 
     def close(self) -> TelemetryStats:
+        """Drain the network queue (within the shutdown timeout), shut the exporters down, close the files."""
         if self._queue is not None and self._thread is not None:
             # Drain what is already queued within the timeout; count the rest as not exported.
             try:

@@ -5,7 +5,7 @@ from datetime import date, timedelta
 import polars as pl
 import pytest
 
-from dqkit.pipeline.enrich import STEPS, EnrichResult, Enricher
+from dqkit.pipeline.enrich import STEPS, Enricher, EnrichResult
 from dqkit.pipeline.faults import FaultPlan, parse_fault
 from dqkit.pipeline.geoip import open_geoip
 from dqkit.pipeline.profiles import ProfileStore

@@ -8,7 +8,12 @@ import pytest
 from dqkit import names as n
 from dqkit.errors import MissingColumnsError
 from dqkit.pipeline.span_writer import (
-    DELIVERY_SPAN_IDS, ENRICH_COLUMNS, INGEST_COLUMNS, SpanIds, render_enrich_spans, render_ingest_spans,
+    DELIVERY_SPAN_IDS,
+    ENRICH_COLUMNS,
+    INGEST_COLUMNS,
+    SpanIds,
+    render_enrich_spans,
+    render_ingest_spans,
     render_load_spans,
 )
 

@@ -63,6 +63,8 @@ class SampleSpec:
 
 @dataclass(frozen=True)
 class Sample:
+    """A generated sample: where its files are and how big it is."""
+
     events_path: Path
     profiles_path: Path
     truth_path: Path

@@ -31,7 +31,6 @@ import pyarrow as pa
 from dqkit.errors import InputError
 from dqkit.events import schema
 
-
 DEFAULT_CHUNK_LINES = 10_000
 CHUNK_BYTES = 32 * 1024 * 1024  # a chunk also ends after this much input text
 _PARQUET_BATCH_ROWS = 100

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 import polars as pl
 

@@ -29,8 +29,8 @@ def parse_ipv4(frame: pl.DataFrame, col: str = "client_ip") -> pl.DataFrame:
         .str.extract_groups(r"^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$").alias("o")
     ).unnest("o")
     o = [pl.col(f"{i + 1}").cast(pl.Int64) for i in range(4)]
-    value = octets.select(pl.when(pl.all_horizontal([x <= 255 for x in o])).then(o[0] * 16777216 + o[1] * 65536 + o[2] * 256 + o[3]))
-    value = value.to_series().cast(pl.Int128)
+    value = octets.select(pl.when(pl.all_horizontal([x <= 255 for x in o])).then(
+        o[0] * 16777216 + o[1] * 65536 + o[2] * 256 + o[3])).to_series().cast(pl.Int128)
     return frame.with_columns(ip_family=pl.when(value.is_not_null()).then(pl.lit(4, pl.Int8)), ip_value=value)
 
 
@@ -90,6 +90,7 @@ class RangeGeoIP:
         ).sort("start")
 
     def lookup(self, ips: pl.Series) -> pl.DataFrame:
+        """``client_ip, geo_country, geo_region, geo_city`` for each distinct address (nulls where unknown)."""
         addrs = pl.DataFrame({"client_ip": ips.unique().drop_nulls()})
         # IPv4 text (the common case) skips the costlier IPv6 parsing.
         maybe_v6 = pl.col("client_ip").str.contains(":", literal=True)
@@ -120,6 +121,7 @@ class MaxMindGeoIP:
             raise InputError(f"{str(path)!r} is not a readable MaxMind DB (.mmdb) file: {exc}") from exc
 
     def lookup(self, ips: pl.Series) -> pl.DataFrame:
+        """``client_ip, geo_country, geo_region, geo_city`` for each distinct address (nulls where unknown)."""
         rows = []
         for ip in ips.unique().drop_nulls().to_list():  # once per distinct address, not per event
             try:
@@ -147,6 +149,7 @@ class CachedGeoIP:
         self._known = pl.DataFrame(schema=OUT_SCHEMA)
 
     def lookup(self, ips: pl.Series) -> pl.DataFrame:
+        """``client_ip, geo_country, geo_region, geo_city`` for each distinct address (nulls where unknown)."""
         wanted = pl.DataFrame({"client_ip": ips.unique().drop_nulls()}, schema={"client_ip": pl.String})
         new = wanted.join(self._known, on="client_ip", how="anti")
         if new.height:

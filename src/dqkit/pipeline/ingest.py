@@ -15,7 +15,7 @@ import polars as pl
 
 from dqkit.events import schema as sch
 from dqkit.pipeline import clock
-from dqkit.pipeline.dedup import DedupResult, Deduplicator
+from dqkit.pipeline.dedup import Deduplicator, DedupResult
 from dqkit.pipeline.queue import Queue
 from dqkit.pipeline.span_writer import SpanIds
 from dqkit.pipeline.validate import ValidateResult, validate

@@ -87,8 +87,15 @@ class PipelineMetrics:
     def snapshot(self, time_ns: int, resource: dict[str, object], scope: tuple[str, str]):
         """The totals so far as the SDK's ``MetricsData`` (cumulative points ending at ``time_ns``)."""
         from opentelemetry.sdk.metrics.export import (
-            AggregationTemporality, Histogram, HistogramDataPoint, Metric, MetricsData,
-            NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+            AggregationTemporality,
+            Histogram,
+            HistogramDataPoint,
+            Metric,
+            MetricsData,
+            NumberDataPoint,
+            ResourceMetrics,
+            ScopeMetrics,
+            Sum,
         )
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope

@@ -36,7 +36,7 @@ from dqkit.events import readers
 from dqkit.pipeline import clock
 from dqkit.pipeline.config import ReplayConfig
 from dqkit.pipeline.dedup import Deduplicator
-from dqkit.pipeline.enrich import EnrichResult, Enricher
+from dqkit.pipeline.enrich import Enricher, EnrichResult
 from dqkit.pipeline.faults import FaultPlan
 from dqkit.pipeline.geoip import open_geoip
 from dqkit.pipeline.ingest import IngestResult, ingest
@@ -44,13 +44,14 @@ from dqkit.pipeline.load import PartitionResult, load, partition, record
 from dqkit.pipeline.metrics import PipelineMetrics, StageTimer, record_chunk
 from dqkit.pipeline.profiles import ProfileStore, read_profiles
 from dqkit.pipeline.queue import EmbeddedQueue, Queue
-from dqkit.pipeline.resume import KnownDeliveries
 from dqkit.pipeline.result import ReplayResult, RunCounts
+from dqkit.pipeline.resume import KnownDeliveries
 from dqkit.pipeline.sessions import SessionStitcher
 from dqkit.pipeline.span_writer import SpanIds, render_enrich_spans, render_ingest_spans, render_load_spans
 from dqkit.pipeline.warehouse import LOAD_AUDIT_COLUMNS, Warehouse
 from dqkit.readahead import ReadAhead
 from dqkit.telemetry import SCOPE, Telemetry, TelemetryConfig
+
 
 @dataclass(frozen=True)
 class _Pending:

@@ -21,6 +21,8 @@ STATE_SCHEMA = {
 
 @dataclass
 class SessionStitcher:
+    """Gives events session ids, carrying each user's open session across chunks and runs."""
+
     gap: timedelta = timedelta(minutes=30)
     state: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=STATE_SCHEMA))
 

@@ -25,7 +25,19 @@ import pyarrow as pa
 from dqkit import names as n
 from dqkit.errors import MissingColumnsError
 from dqkit.otlp_json import (
-    KIND_CONSUMER, KIND_INTERNAL, KIND_PRODUCER, KIND_SERVER, Attr, b, d, error_status, i, link_arrays, s, span, span_event,
+    KIND_CONSUMER,
+    KIND_INTERNAL,
+    KIND_PRODUCER,
+    KIND_SERVER,
+    Attr,
+    b,
+    d,
+    error_status,
+    i,
+    link_arrays,
+    s,
+    span,
+    span_event,
 )
 
 # Every delivery gets a trace id and one span id per span of its trace (ingest and enrich

@@ -77,6 +77,7 @@ SELECT event_id, batch_id, trace_id, received_at FROM rejected_events WHERE stag
 
 
 def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -93,6 +94,8 @@ def _ddl(name: str, cols: dict[str, str]) -> str:
 
 @dataclass
 class InsertOutcome:
+    """How one table insert went: rows, success, attempts, time and the last error."""
+
     table: str
     rows: int
     success: bool
@@ -135,6 +138,7 @@ class Warehouse:
         self.con.execute(f"CREATE OR REPLACE VIEW dedup_state AS {_DEDUP_STATE}")
 
     def event_tables(self) -> list[str]:
+        """The ``events_<type>`` tables, by name."""
         rows = self.con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
             "AND table_type = 'BASE TABLE' AND table_name LIKE 'events\\_%' ESCAPE '\\' ORDER BY table_name"
@@ -142,6 +146,7 @@ class Warehouse:
         return [r[0] for r in rows]
 
     def refresh_events_view(self) -> None:
+        """Point the ``events`` view at every event table (typed and empty when there is none)."""
         tables = self.event_tables()
         if tables:
             body = " UNION ALL BY NAME ".join(f"SELECT * FROM {quote_ident(t)}" for t in tables)
@@ -151,6 +156,7 @@ class Warehouse:
 
     # -- state ---------------------------------------------------------------------------
     def read(self, sql: str) -> pl.DataFrame:
+        """``sql``'s result as a frame."""
         return self.con.sql(sql).pl()
 
     def read_batches(self, sql: str, rows: int = 1_000_000, params: list | None = None) -> Iterator[pl.DataFrame]:
@@ -167,6 +173,7 @@ class Warehouse:
             "OR received_at >= (SELECT max(received_at) FROM deliveries) - ?::INTERVAL", params=[window])
 
     def known_deliveries(self, keys: list[str]) -> set[str]:
+        """Those of ``keys`` in the ``deliveries`` table."""
         if not keys:
             return set()
         df = pl.DataFrame({"delivery_key": keys})
@@ -179,12 +186,15 @@ class Warehouse:
 
     # -- writes --------------------------------------------------------------------------
     def begin(self) -> None:
+        """Open the chunk's transaction."""
         self.con.execute("BEGIN TRANSACTION")
 
     def commit(self) -> None:
+        """Commit the chunk's transaction."""
         self.con.execute("COMMIT")
 
     def rollback(self) -> None:
+        """Roll the chunk's transaction back (and forget tables it created)."""
         self.con.execute("ROLLBACK")
         self._tables = None  # tables created in the rolled-back transaction are gone
 
@@ -204,6 +214,7 @@ class Warehouse:
                 pass
 
     def upsert_sessions(self, changed: pl.DataFrame) -> None:
+        """Replace the session state of the users in ``changed``."""
         if changed.is_empty():
             return
         self.con.register("_sess", changed.to_arrow())
@@ -252,6 +263,7 @@ class Warehouse:
         return InsertOutcome(table, frame.height, False, attempts, (time.perf_counter() - t0) * 1000, error)
 
     def close(self) -> None:
+        """Close the connection (an open transaction is rolled back)."""
         self.con.close()
 
 

@@ -15,7 +15,7 @@ sample (three chunks) those fixed costs weigh; ``--sustained-events`` replays a 
 in ``--pairs`` traced/untraced pairs too, for the rate a long replay keeps up.
 ``--memory-events`` adds one replay of a sample that size, for its peak RSS.
 
-The output ends with the targets (README, "Targets") and whether this run met each; the
+The output ends with the targets (bench/README.md, "Targets") and whether this run met each; the
 memory target is judged only with ``--memory-events 10000000`` or more, the span target only
 on an export of 1M spans or more.
 """
@@ -141,7 +141,7 @@ def _pct(overhead: tuple[float, float, float]) -> str:
     return "{:+.1f}% (pairs {:+.1f} to {:+.1f}%)".format(*overhead)
 
 
-# The targets of the benchmark, on a 2-core machine (README, "Targets").
+# The targets of the benchmark, on a 2-core machine (bench/README.md, "Targets").
 TARGET_EVENTS_PER_S = 250_000
 TARGET_RATIO = 100
 TARGET_TRACING_PCT = 5.0

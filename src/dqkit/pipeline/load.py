@@ -150,13 +150,15 @@ def load(wh: Warehouse, part: PartitionResult, batches: pl.DataFrame, ids: SpanI
             reason=pl.lit(sch.INSERT_FAILED)), "warehouse.insert", run_id)
         per_delivery = rows.group_by("delivery_key").agg(
             loaded=pl.col("landed").sum().cast(pl.Int64), dead_lettered=(~pl.col("landed")).sum().cast(pl.Int64))
+        counted = time.perf_counter()
         loads, inserts, links, audit = load_frames(batches, rows, out, part.seconds, run_id, ids)
     except BaseException:
         wh.rollback()
         raise
-    done = time.perf_counter()
+    # As before the stages were split: the inserts are timed, the loads' span and audit frames
+    # count as telemetry, and the bookkeeping between them (outcomes, dead letters) as neither.
     return LoadResult(rows, dead_lettered, per_delivery, loads, inserts, links, audit,
-                      {"warehouse.insert": inserted - t, "telemetry": done - inserted})
+                      {"warehouse.insert": inserted - t, "telemetry": time.perf_counter() - counted})
 
 
 def record(wh: Warehouse, batches: pl.DataFrame, validated: ValidateResult, deduped: DedupResult, loaded: LoadResult,

@@ -64,9 +64,9 @@ class Enricher:
         out = self.faults.degrade(out, "geoip_outage", ["geo_country", "geo_region", "geo_city"])
         seconds["enrich.geo_ip"] = time.perf_counter() - t
         t = time.perf_counter()
-        out, changes = self.sessions.stitch(out)
+        stitched = self.sessions.stitch(out)
         seconds["enrich.session"] = time.perf_counter() - t
-        return EnrichResult(out, changes, per_delivery(out), seconds)
+        return EnrichResult(stitched.events, stitched.changes, per_delivery(stitched.events), seconds)
 
 
 def per_delivery(events: pl.DataFrame) -> pl.DataFrame:

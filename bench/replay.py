@@ -15,7 +15,7 @@ sample (three chunks) those fixed costs weigh; ``--sustained-events`` replays a 
 in ``--pairs`` traced/untraced pairs too, for the rate a long replay keeps up.
 ``--memory-events`` adds one replay of a sample that size, for its peak RSS.
 
-The output ends with the targets (README, "Targets") and whether this run met each; the
+The output ends with the targets (bench/README.md, "Targets") and whether this run met each; the
 memory target is judged only with ``--memory-events 10000000`` or more, the span target only
 on an export of 1M spans or more.
 """
@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REPLAY = """
 import json, shutil, sys, time
 from pathlib import Path
+from dqkit.allocator import keep_freed_memory
+assert keep_freed_memory()  # before Polars loads, as the dqkit command does
 from dqkit.pipeline.run import ReplayConfig, replay
 out = Path(sys.argv[2]); shutil.rmtree(out, ignore_errors=True)
 t = time.perf_counter()
@@ -78,8 +80,8 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[5])
 from reference import run
-from dqkit.pipeline.geoip import default_geoip_dir
-print(json.dumps(run(Path(sys.argv[1]), Path(sys.argv[3]), default_geoip_dir(), Path(sys.argv[2]))))
+from dqkit.paths import geoip_dir
+print(json.dumps(run(Path(sys.argv[1]), Path(sys.argv[3]), geoip_dir(), Path(sys.argv[2]))))
 """
 
 
@@ -139,7 +141,7 @@ def _pct(overhead: tuple[float, float, float]) -> str:
     return "{:+.1f}% (pairs {:+.1f} to {:+.1f}%)".format(*overhead)
 
 
-# The targets of the benchmark, on a 2-core machine (README, "Targets").
+# The targets of the benchmark, on a 2-core machine (bench/README.md, "Targets").
 TARGET_EVENTS_PER_S = 250_000
 TARGET_RATIO = 100
 TARGET_TRACING_PCT = 5.0

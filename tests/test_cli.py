@@ -10,11 +10,33 @@ def dqkit(*args, **kw):
     return subprocess.run([sys.executable, "-m", "dqkit.cli", *args], capture_output=True, text=True, **kw)
 
 
-def test_help_reads_well():
-    out = dqkit("--help")
-    assert out.returncode == 0 and "replay" in out.stdout and "demo" in out.stdout
-    rep = dqkit("replay", "--help")
-    assert "--warehouse" in rep.stdout and "OTEL_EXPORTER_OTLP_" in rep.stdout
+def test_every_command_lists_its_options_and_shows_an_example():
+    import click
+    from click.testing import CliRunner
+
+    from dqkit.cli import main
+
+    top = CliRunner().invoke(main, ["--help"])
+    assert top.exit_code == 0
+    assert set(main.commands) >= {"demo", "generate", "replay", "reconcile", "diagnose", "explain", "report"}
+    for name, cmd in main.commands.items():
+        assert re.search(rf"^  {name} ", top.output, re.M), f"dqkit --help does not list {name}"
+        out = CliRunner().invoke(main, [name, "--help"], terminal_width=200)
+        assert out.exit_code == 0, out.output
+        for p in cmd.params:
+            if isinstance(p, click.Option):
+                assert all(o in out.output for o in p.opts), f"dqkit {name} --help lacks {p.opts}"
+                assert p.help and p.help.split()[0] in out.output, f"dqkit {name} --help: {p.opts} has no help"
+            else:
+                assert p.name.upper() in out.output, f"dqkit {name} --help lacks its argument {p.name}"
+        example = re.search(rf"^\s*Example:\s*\n\s+(dqkit {name} .+)$", out.output, re.M)
+        assert example, f"dqkit {name} --help shows no example command"
+        # The example's options are the command's own.
+        used = set(re.findall(r"(?<=\s)(--?[a-z][a-z-]*)", example.group(1)))
+        known = {o for p in cmd.params if isinstance(p, click.Option) for o in p.opts}
+        assert used <= known, f"dqkit {name}'s example uses unknown options {used - known}"
+    rep = CliRunner().invoke(main, ["replay", "--help"])
+    assert "OTEL_EXPORTER_OTLP_" in rep.output, "replay --help says how to send telemetry to a collector"
 
 
 def test_bad_path_is_one_line_error(tmp_path):

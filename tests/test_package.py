@@ -1,22 +1,51 @@
-"""Importing dqkit tunes Polars' allocator, unless the user already did."""
+"""Importing dqkit changes nothing in the process; the dqkit command tunes Polars' allocator
+for a replay, before Polars loads, unless the user already did."""
 
 import os
 import subprocess
 import sys
 
-_PROBE = ("import dqkit, polars as pl; pl.DataFrame({'a': [1]}).sum(); "
-          "print(__import__('os').environ.get('_RJEM_MALLOC_CONF'))")
+_VAR = "_RJEM_MALLOC_CONF"
+_IMPORT = "import os, dqkit; print(os.environ.get('_RJEM_MALLOC_CONF'))"
+_IMPORT_RUN = "import os, dqkit.pipeline.run; print(os.environ.get('_RJEM_MALLOC_CONF'))"
+_OURS = "dirty_decay_ms:3000,muzzy_decay_ms:3000"
+# The command's group runs first, then a subcommand (generate: the quickest that imports Polars).
+_CLI = ("import os, sys; from dqkit import cli\n"
+        "try:\n    cli.main(['generate', '--events', '50', '--users', '5', '--out', sys.argv[1]])\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(os.environ.get('_RJEM_MALLOC_CONF'), 'polars' in sys.modules)")
 
 
-def _conf(env: dict[str, str]) -> str:
-    return subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True).stdout.strip()
+def _run(code: str, env: dict[str, str], *args: str) -> str:
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip().splitlines()[-1]
 
 
-def test_freed_polars_memory_is_kept_for_the_next_chunk_unless_the_user_says_otherwise():
-    # Polars puts its own defaults first and this variable after them; the last value wins.
-    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
-    assert _conf(env).endswith(",dirty_decay_ms:3000,muzzy_decay_ms:3000")
-    assert _conf({**env, "_RJEM_MALLOC_CONF": "dirty_decay_ms:0"}).endswith(",dirty_decay_ms:0")
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != _VAR}
+
+
+def test_importing_dqkit_leaves_the_environment_alone():
+    assert _run(_IMPORT, _env()) == "None"
+    # Polars writes its own defaults there when it loads; dqkit adds nothing of its own.
+    assert _OURS not in _run(_IMPORT_RUN, _env())
+
+
+# Polars puts its own defaults first and the variable's value after them; the last value wins.
+def test_the_command_keeps_freed_polars_memory_for_the_next_chunk(tmp_path):
+    conf, polars_loaded = _run(_CLI, _env(), str(tmp_path / "a")).split()
+    assert conf.endswith("," + _OURS) and polars_loaded == "True"
+
+
+def test_a_setting_the_user_made_is_kept(tmp_path):
+    conf, _ = _run(_CLI, {**_env(), _VAR: "dirty_decay_ms:0"}, str(tmp_path / "b")).split()
+    assert conf.endswith(",dirty_decay_ms:0") and _OURS not in conf
+
+
+def test_keep_freed_memory_says_whether_it_came_in_time():
+    code = ("from dqkit.allocator import keep_freed_memory; a = keep_freed_memory(); import polars; "
+            "print(a, keep_freed_memory())")
+    assert _run(code, _env()) == "True False"
 
 
 def test_charts_under_the_short_name_is_the_investigation_module():

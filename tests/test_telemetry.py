@@ -127,10 +127,51 @@ def test_one_trace_runs_from_ingest_through_queue_to_load(traced):
     assert int(ingest["startTimeUnixNano"]) == 1795168830_000_000_000
 
 
-def test_no_raw_user_ids_or_ips_in_telemetry(traced):
-    text = (traced.telemetry / "traces.jsonl").read_text() + (traced.telemetry / "metrics.jsonl").read_text()
-    for secret in ("u_1", "u_2", "8.8.8.8", "2a00:1450:4001:82a::200e"):
-        assert secret not in text
+def test_no_raw_user_ids_or_ips_in_telemetry_whatever_path_they_take(tmp_path):
+    """User ids and IPs fed through every path that makes an attribute, a span event, a status
+    or a metric: profile fields equal to user ids, validation failures, duplicates, an address
+    that resolves and one that does not, Segment's own id and address fields, and a real
+    database error that quotes the user id it could not store."""
+    import duckdb
+    import polars as pl
+
+    u1, u2, u3 = "uid-secret-0001", "uid-secret-0002", "uid-secret-0003"
+    ip4, ip6, ip_none = "81.2.69.142", "2a00:1450:4001:82a::200e", "198.51.100.77"
+    items = [
+        batch("b-1", [event("e1", user=u1, ip=ip4), event("e2", user=u2, ip=ip6, ts="bad"), event("e1", user=u1, ip=ip4),
+                      event("e3", etype="tap", user=u3, ip=ip_none)]),
+        batch("b-2", [event("e4", user=u1 * 20, ip=ip4)], received="2026-11-20T10:00:30Z"),  # too long: rejected
+        {"batch": [{"type": "track", "event": "Signed Up", "messageId": "m1", "userId": u2, "anonymousId": u3,
+                    "timestamp": "2026-11-20T10:00:00Z", "context": {"ip": ip6}}], "sentAt": "2026-11-20T10:00:02Z"},
+    ]
+    sample = write_lines(tmp_path / "s.ndjson", items)
+    profiles = tmp_path / "profiles.csv"  # profile values that are themselves user ids
+    pl.DataFrame({"user_id": [u1, u2], "country": [u2, u3], "segment": [u3, u1],
+                  "signup_date": ["2025-01-01", "2025-01-01"]}).write_csv(profiles)
+    wh = tmp_path / "wh.duckdb"
+    con = duckdb.connect(str(wh))  # a broken table: storing the user id fails with the id in the error
+    from dqkit.pipeline.warehouse import EVENT_COLUMNS
+
+    cols = {**EVENT_COLUMNS, "user_id": "INTEGER"}
+    con.execute("CREATE TABLE events_tap (" + ", ".join(f"{c} {t}" for c, t in cols.items()) + ")")
+    con.close()
+    res = replay(sample, wh, tmp_path / "tel", profiles=profiles)
+    assert (res.ledger.loaded, res.ledger.invalid, res.ledger.duplicate, res.ledger.dead_lettered) == (2, 2, 1, 1)
+
+    text = (tmp_path / "tel" / "traces.jsonl").read_text() + (tmp_path / "tel" / "metrics.jsonl").read_text()
+    for secret in (u1, u2, u3, ip4, ip6, ip_none, "uid-secret"):
+        assert secret not in text, f"{secret!r} reached the telemetry"
+    # Each path was taken: the insert error (its value blanked), the validation sample, geo-IP.
+    spans = [sp for line in text.splitlines() if "resourceSpans" in line
+             for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"]]
+    (failed,) = [sp for sp in spans if sp.get("status", {}).get("code") == 2]
+    assert "'…'" in failed["status"]["message"] and "INT32" in failed["status"]["message"]
+    samples = [_attrs(e)["sample_errors"] for sp in spans for e in sp.get("events", [])]
+    assert any("e2: bad_timestamp" in x for x in samples) and any("e4: wrong_type" in x for x in samples)
+    assert {_attrs(sp).get("geo.country") for sp in spans if sp["name"] == "analytics.enrich.geo_ip"} >= {"GB", "IE"}
+    # The warehouse, where user ids belong, has them, error text included.
+    with duckdb.connect(str(wh), read_only=True) as con:
+        assert u3 in con.execute("SELECT error FROM load_audit WHERE NOT success").fetchone()[0]
 
 
 class _Receiver(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_grpc.MetricsServiceServicer):

@@ -125,6 +125,10 @@ def main() -> None:
     Replay event samples through a traced ingest-to-warehouse pipeline (DuckDB + OpenTelemetry),
     then investigate spans against warehouse counts.
     """
+    from dqkit.allocator import keep_freed_memory
+
+    # Before any command imports Polars: its allocator reads the setting once, at import.
+    keep_freed_memory()
 
 
 @main.command()
@@ -163,6 +167,10 @@ def replay(sample, warehouse, telemetry, profiles, geoip, chunk_lines, load_inte
       platform  only batches from this client platform
     Exit code 4: the sample held no events, or a fault matched none (named on stderr).
     Example: --fault insert_failure:table=events_like,start=2026-10-08T08:00:00Z,end=2026-10-08T20:00:00Z
+
+    \b
+    Example:
+      dqkit replay events.ndjson.gz -w wh.duckdb -t telemetry --profiles profiles.csv --fault geoip_outage:rate=0.5
     """
     from tqdm import tqdm
 
@@ -240,6 +248,10 @@ def demo(out, events, users, seed) -> None:
     """Generate a small sample, replay it, and say where the results are.
 
     Runs entirely locally: a DuckDB file and OTLP/JSON files under --out, no server needed.
+
+    \b
+    Example:
+      dqkit demo --out dqkit-demo --events 20000
     """
     from dqkit.events.generator import SampleSpec, generate
     from dqkit.pipeline.run import replay as run_replay
@@ -279,6 +291,10 @@ def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> 
     Keys: start, end | duration, rate, platform, app_version, sdk_version, country, magnitude.
     A scenario that matched no events is named on stderr and the exit code is 4.
     Example: --scenario sdk_bad_timestamps:app_version=8.4.0,start=2026-11-20T10:00:00Z,duration=4h
+
+    \b
+    Example:
+      dqkit generate --out sample --events 200000 --days 7 --scenario real_drop:platform=ios,rate=0.2
     """
     from dqkit.events.generator import SampleSpec
     from dqkit.events.generator import generate as gen
@@ -312,6 +328,10 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json, source) -> None:
 
     Every difference is classified: silent loss (spans say loaded, rows missing), never loaded,
     over-count, dead-lettered, or still in flight. Exits 0; check "unexplained" and the findings.
+
+    \b
+    Example:
+      dqkit reconcile -w wh.duckdb -s telemetry --json
     """
     from datetime import UTC, datetime
 
@@ -367,6 +387,10 @@ def diagnose(warehouse, spans, day, baseline_day, as_json, source, as_of) -> Non
 
     Decomposes the change against the baseline into users lost at each stage, users expected to
     arrive late and a real change; ranks findings with the stage, segment and window that explain them.
+
+    \b
+    Example:
+      dqkit diagnose -w wh.duckdb -s telemetry --day 2026-11-20 --baseline-day 2026-11-13
     """
     from dqkit.investigate.diagnose import diagnose as run
 
@@ -409,7 +433,12 @@ def diagnose(warehouse, spans, day, baseline_day, as_json, source, as_of) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @_source_option
 def explain(warehouse, event_id, user_id, day, spans, as_json, source) -> None:
-    """List every decision that touched an event, or a user's events on a day."""
+    """List every decision that touched an event, or a user's events on a day.
+
+    \b
+    Example:
+      dqkit explain -w wh.duckdb --user-id u_42 --day 2026-11-20 -s telemetry
+    """
     from dqkit.investigate.explain import explain as run
 
     if bool(event_id) == bool(user_id) or (user_id and not day):
@@ -457,6 +486,10 @@ def report(day, warehouse, spans, out, params, as_json, progress, source) -> Non
     Exit codes: 0 healthy; 3 a threshold was breached; 1 the notebook failed (the executed
     notebook keeps the error); 2 bad arguments.
     Cron: 15 6 * * *  cd /srv/dqkit && .venv/bin/dqkit report -w wh.duckdb -s telemetry --out reports/$(date +\\%F)
+
+    \b
+    Example:
+      dqkit report --day 2026-11-20 -w wh.duckdb -s telemetry --param max_lag_p95_s=1800
     """
     from dqkit.report import EXIT_USAGE, run_report, yesterday
     from dqkit.report.render import breach_text

@@ -24,8 +24,10 @@ INGEST_SIDE_SPANS = (INGEST, VALIDATE, DEDUP, PUBLISH)
 ENRICH_SPANS = (ENRICH, ENRICH_PROFILE, ENRICH_GEO, ENRICH_SESSION)
 LOAD_SPANS = (LOAD, PARTITION, INSERT)
 
-# Span event on the validate span.
+# Span event on the validate span, and its attributes.
 VALIDATION_FAILURES = "schema_validation_failures"
+FAILURES_INVALID_COUNT = "invalid_count"
+FAILURES_SAMPLE_ERRORS = "sample_errors"
 
 # --- attribute keys -----------------------------------------------------------------------
 BATCH_ID = "batch.id"
@@ -50,13 +52,17 @@ EVENT_TYPE = "event.type"
 EVENT_USER_ID = "event.user_id"  # the article's raw id; dqkit never writes it
 EVENT_COUNT = "event.count"  # dqkit: one enrich span covers this many events
 PROFILE_CACHE_HIT = "profile.cache_hit"
+PROFILE_CACHE_MISS = "profile.cache_miss"
 PROFILE_MISSING = "profile.missing"
 PROFILE_ERRORS = "profile.errors"
 GEO_RESOLVED = "geo.resolved"
 GEO_UNRESOLVED = "geo.unresolved"
+GEO_LOOKUP_ERRORS = "geo.lookup_errors"  # dqkit: damaged geo-IP records, loaded without geo
 GEO_COUNTRY = "geo.country"
 SESSION_ID = "session.id"
 SESSION_IS_NEW = "session.is_new"
+SESSION_EVENT_COUNT = "session.event_count"
+BATCH_COUNT = "batch.count"  # dqkit: batches a warehouse load carried
 TOTAL_LOADED = "warehouse.total_loaded"
 DEAD_LETTERED = "warehouse.dead_lettered"
 PARTITIONS_COUNT = "partitions.count"
@@ -65,6 +71,23 @@ INSERT_ROW_COUNT = "insert.row_count"
 INSERT_SUCCESS = "insert.success"
 INSERT_DURATION_MS = "insert.duration_ms"
 INSERT_ATTEMPTS = "insert.attempts"
+INPUT_FORMAT = "dqkit.input.format"  # dqkit: native, segment or flat
+CLOCK_INFERRED = "dqkit.clock.inferred"  # dqkit: the batch had no usable received_at
+
+# OpenTelemetry semantic conventions (messaging, database).
+MESSAGING_SYSTEM = "messaging.system"
+MESSAGING_DESTINATION = "messaging.destination.name"
+MESSAGING_OPERATION = "messaging.operation.type"
+DB_SYSTEM = "db.system.name"
+
+# --- resource attributes ------------------------------------------------------------------
+SERVICE_NAME = "service.name"
+SERVICE_VERSION = "service.version"
+CLOCK = "dqkit.clock"  # dqkit: "replay" when span times are the replay clock's
+
+# --- metric attribute keys ----------------------------------------------------------------
+REJECTION_STAGE = "rejection.stage"
+REJECTION_REASON = "rejection.reason"
 
 # --- metric names (the reference design's) ------------------------------------------------
 M_INGESTED = "analytics.events.ingested"
@@ -73,6 +96,11 @@ M_ENRICH_LATENCY = "analytics.enrichment.latency_ms"
 M_LAG = "analytics.pipeline.lag_seconds"
 M_BATCH_SIZE = "analytics.ingestion.batch_size"
 METRICS = (M_INGESTED, M_REJECTED, M_ENRICH_LATENCY, M_LAG, M_BATCH_SIZE)
+
+# --- telemetry files ----------------------------------------------------------------------
+TRACES_FILE = "traces.jsonl"
+METRICS_FILE = "metrics.jsonl"
+SCOPE_NAME = "dqkit.pipeline"  # the instrumentation scope of every span and metric
 
 # --- the event-day rule -------------------------------------------------------------------
 # An event counts on the UTC day of its own timestamp. An event rejected as invalid has no

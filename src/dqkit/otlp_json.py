@@ -225,6 +225,7 @@ def _any_value(v: object) -> dict:
 
 
 def resource_json(attributes: dict[str, object]) -> str:
+    """An OTLP/JSON ``Resource`` with ``attributes``."""
     return json.dumps({"attributes": [{"key": k, "value": _any_value(v)} for k, v in sorted(attributes.items())]})
 
 

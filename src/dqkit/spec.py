@@ -11,6 +11,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)")
 
 
 def parse_duration(text: str, what: str) -> timedelta:
+    """``90s``, ``30m``, ``4h`` or ``2d`` as a ``timedelta``; ``what`` names the setting in the error."""
     m = _DURATION.fullmatch(text.strip())
     if not m:
         raise ConfigError(f"{what}={text!r} is not a duration; use e.g. 90s, 30m, 4h or 2d")
@@ -18,6 +19,7 @@ def parse_duration(text: str, what: str) -> timedelta:
 
 
 def parse_time(text: str, what: str) -> datetime:
+    """An ISO-8601 time (UTC when it names no zone); ``what`` names the setting in the error."""
     try:
         t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -55,6 +57,7 @@ def window(kv: dict[str, str], where: str) -> tuple[datetime | None, datetime | 
 
 
 def rate(kv: dict[str, str], where: str) -> float:
+    """The spec's ``rate`` (default 1), checked to lie between 0 and 1."""
     try:
         r = float(kv.get("rate", "1"))
     except ValueError:

@@ -22,11 +22,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from dqkit import __version__
+from dqkit import names as n
 from dqkit.errors import ConfigError
 from dqkit.otlp_json import ExportText, export_text
 
 log = logging.getLogger(__name__)
-SCOPE = ("dqkit.pipeline", __version__)
+SCOPE = (n.SCOPE_NAME, __version__)
 _NETWORK_QUEUE_FRAMES = 64
 
 
@@ -59,11 +60,12 @@ class TelemetryConfig:
 
     @classmethod
     def from_env(cls, out_dir: str | Path | None, env: Mapping[str, str] | None = None) -> TelemetryConfig:
+        """The configuration from ``OTEL_*`` variables (``env``, default ``os.environ``), writing files to ``out_dir``."""
         env = os.environ if env is None else env
-        resource: dict[str, object] = {"service.name": "dqkit", "service.version": __version__}
+        resource: dict[str, object] = {n.SERVICE_NAME: "dqkit", n.SERVICE_VERSION: __version__}
         resource.update(_parse_resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES", "")))
         if env.get("OTEL_SERVICE_NAME"):
-            resource["service.name"] = env["OTEL_SERVICE_NAME"]
+            resource[n.SERVICE_NAME] = env["OTEL_SERVICE_NAME"]
         any_ep = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
         protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
         if protocol not in ("grpc", "http/protobuf"):
@@ -81,6 +83,8 @@ class TelemetryConfig:
 
 @dataclass
 class TelemetryStats:
+    """What the telemetry did: spans written, sent and not exported, metric exports."""
+
     spans_written: int = 0
     """Spans written to ``traces.jsonl``."""
     spans_sent: int = 0
@@ -165,8 +169,8 @@ class Telemetry:
         self._traces = self._metrics = None
         if config.out_dir is not None:
             config.out_dir.mkdir(parents=True, exist_ok=True)
-            self._traces = open(config.out_dir / "traces.jsonl", "ab")  # noqa: SIM115
-            self._metrics = open(config.out_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            self._traces = open(config.out_dir / n.TRACES_FILE, "ab")  # noqa: SIM115
+            self._metrics = open(config.out_dir / n.METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
         self._queue: queue.Queue[ExportText | None] | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -179,10 +183,6 @@ class Telemetry:
         self._metric_exporter = _metric_exporter(config.protocol) if config.otlp_metrics else None
 
     # -- spans -------------------------------------------------------------------------
-    def emit_spans(self, spans: Sequence[pa.LargeStringArray]) -> None:
-        """Write (and send) rendered spans now."""
-        self.publish(self.stage(spans, "now"))
-
     # A replay appends a chunk's spans before its warehouse commit, after noting in a marker file
     # where the chunk starts; after the commit the marker goes. A crash in between leaves the
     # marker, and the next start cuts the uncommitted chunk off again (see :meth:`recover`).
@@ -218,7 +218,7 @@ class Telemetry:
     @property
     def _marker(self) -> Path:
         assert self.config.out_dir is not None
-        return self.config.out_dir / "traces.jsonl.uncommitted"
+        return self.config.out_dir / f"{n.TRACES_FILE}.uncommitted"
 
     def recover(self, committed: set[str]) -> int:
         """After a crash: cut off the spans of a chunk the warehouse did not commit (and any
@@ -226,7 +226,7 @@ class Telemetry:
         if self._traces is None:
             return 0
         self._traces.flush()
-        path = self.config.out_dir / "traces.jsonl"
+        path = self.config.out_dir / n.TRACES_FILE
         recovered = 0
         size = path.stat().st_size
         keep = size
@@ -248,7 +248,7 @@ class Telemetry:
                 fh.truncate(keep)
             self._traces.seek(0, 2)
         # Spans staged by earlier dqkit versions (one pending file per chunk).
-        for pending in sorted(self.config.out_dir.glob("traces.jsonl.pending-*")):
+        for pending in sorted(self.config.out_dir.glob(f"{n.TRACES_FILE}.pending-*")):
             if pending.name.split("pending-", 1)[1] in committed:
                 self._traces.write(pending.read_bytes())
                 self._traces.flush()
@@ -300,6 +300,7 @@ class Telemetry:
         self.stats.metric_exports += 1
 
     def close(self) -> TelemetryStats:
+        """Drain the network queue (within the shutdown timeout), shut the exporters down, close the files."""
         if self._queue is not None and self._thread is not None:
             # Drain what is already queued within the timeout; count the rest as not exported.
             try:

@@ -143,7 +143,7 @@ def test_read_ahead_keeps_order_raises_in_order_and_stops_when_abandoned():
     import gc
     import threading
 
-    from dqkit.events.readers import ReadAhead
+    from dqkit.readahead import ReadAhead
 
     closed = []
     started = threading.Event()

@@ -8,6 +8,7 @@ import sys
 import time
 
 import duckdb
+import pytest
 
 from dqkit.pipeline.run import ReplayConfig, replay
 from tests.conftest import Run, assert_balanced
@@ -47,6 +48,7 @@ def _committed(wh):
         con.close()
 
 
+@pytest.mark.slow  # kills a replay at timed points: 30-60 s; the fast resume test is in tests/pipeline/test_replay.py
 def test_sigkill_at_many_points_then_resume_equals_one_clean_run(tmp_path):
     from dqkit.events.generator import SampleSpec, generate
 

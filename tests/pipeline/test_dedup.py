@@ -47,7 +47,9 @@ def test_state_read_in_pieces_is_the_same_as_one_frame():
     dd = Deduplicator(timedelta(days=7), [rows[:2], rows[2:], rows[:1]])  # "a" twice: still one duplicate below
     res = dd.run(*_chunk(1, ["c", "a", "new"], "b9", T0 + timedelta(minutes=1)))
     assert sorted(res.duplicates.select("event_id", "duplicate_of_batch").rows()) == [("a", "b1"), ("c", "b2")]
-    assert res.new_ids.get_column("event_id").to_list() == ["new"]
+    assert res.unique.get_column("event_id").to_list() == ["new"]
+    again = dd.run(*_chunk(2, ["new"], "b10", T0 + timedelta(minutes=2)))  # and it is remembered from now on
+    assert again.unique.is_empty() and again.duplicates.get_column("duplicate_of_batch").to_list() == ["b9"]
 
 
 def test_sorted_runs_find_every_key_and_stop_merging_at_their_cap():

@@ -123,3 +123,27 @@ def test_cli_rejects_a_bad_fault_before_running(tmp_path):
                           "-t", str(tmp_path / "t"), "--fault", "geoip_outage:rate=abc"], capture_output=True, text=True)
     assert out.returncode == 2 and "rate='abc'" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_the_plan_marks_exactly_what_each_fault_reaches_on_hand_made_frames():
+    import polars as pl
+
+    from dqkit.pipeline.faults import FaultPlan
+
+    plan = FaultPlan([parse_fault("queue_backlog:delay=5m,platform=ios,start=2026-11-20T10:00:00Z,end=2026-11-20T11:00:00Z"),
+                      parse_fault("insert_failure:table=events_like")])
+    t10 = 1_795_168_800_000_000_000
+    batches = pl.DataFrame({"delivery_key": ["k1", "k2", "k3", "k4"], "trace_id": ["t1", "t2", "t3", "t4"],
+                            "platform": ["ios", "ios", "android", "ios"], "published": [2, 0, 1, 1],
+                            "t_published": [t10 + 1, t10 + 2, t10 + 3, t10 + 3_600_000_000_000]})
+    published = pl.DataFrame({"delivery_key": ["k1", "k1", "k3", "k4"], "user_id": ["u1", "u2", "u3", "u4"]})
+    delay = batches.select(plan.batch_delay(batches, "queue_backlog", "t_published", published))["literal"].to_list()
+    # k2 published nothing, k3 is android, k4 is past the window's end.
+    assert delay == [300_000_000_000, 0, 0, 0]
+    rows = pl.DataFrame({"table": ["events_like", "events_view"], "t_load": [t10, t10], "batch_platform": ["ios", "ios"],
+                         "user_id": ["u1", "u2"]})
+    assert plan.mark_inserts(rows)["injected"].to_list() == [True, False]
+    truth = {t["name"]: t for t in plan.to_dicts()}
+    assert (truth["queue_backlog"]["events"], truth["queue_backlog"]["users"]) == (2, 2)
+    assert truth["queue_backlog"]["window"] == {"start": "2026-11-20T10:00:00Z", "end": "2026-11-20T11:00:00Z"}
+    assert truth["insert_failure"]["events"] == 1 and truth["insert_failure"]["segment"] == {"table": "events_like"}

@@ -4,6 +4,7 @@ retry then dead-letter, session and profile enrichment."""
 from datetime import date, timedelta
 
 import polars as pl
+import pytest
 
 from dqkit.pipeline.run import ReplayConfig, replay
 from tests.conftest import Run, assert_balanced, batch, event, write_lines
@@ -202,3 +203,83 @@ def test_real_database_error_rolls_back_retries_and_dead_letters(tmp_path):
     assert run.sql("SELECT table_name, success, attempts FROM load_audit ORDER BY table_name") == [
         ("events_tap", True, 1), ("events_view", False, 3)]
     assert_balanced(run)
+
+
+def _state(wh):
+    import duckdb
+
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        return [con.execute(q).fetchall() for q in (
+            "SELECT event_id, batch_id, trace_id, event_type, session_id, session_event_number FROM events ORDER BY ALL",
+            "SELECT event_id, batch_id, trace_id, stage, reason FROM rejected_events ORDER BY ALL",
+            "SELECT delivery_key, trace_id, received, invalid, duplicate, loaded, dead_lettered FROM deliveries ORDER BY ALL")]
+    finally:
+        con.close()
+
+
+def test_an_interrupted_replay_resumes_to_the_same_warehouse_and_spans(tmp_path):
+    # Twelve batches of three chunks; the replay stops while the third chunk is in hand.
+    items = [batch(f"b-{n}", [event(f"e{n}", user=f"u_{n % 4}", ts=f"2026-11-20T10:{n:02d}:00Z"), event(f"x{n}", ts="bad"),
+                              event(f"e{max(n - 1, 0)}", user=f"u_{n % 4}")], received=f"2026-11-20T10:{n:02d}:30Z")
+             for n in range(12)]
+    sample = write_lines(tmp_path / "s.ndjson", items)
+    cfg = ReplayConfig(chunk_lines=4)
+    replay(sample, tmp_path / "clean.duckdb", tmp_path / "clean-tel", config=cfg)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop(position, counts):
+        if counts.received >= 8 * 3:  # two chunks committed; the third is uncommitted
+            raise Interrupted
+
+    wh, tel = tmp_path / "wh.duckdb", tmp_path / "tel"
+    with pytest.raises(Interrupted):
+        replay(sample, wh, tel, config=cfg, progress=stop)
+    assert (tel / "traces.jsonl.uncommitted").exists(), "the chunk in hand had its spans staged, not committed"
+    assert len(_state(wh)[2]) == 8
+    resumed = replay(sample, wh, tel, config=cfg)
+    assert resumed.skipped_deliveries == 8 and resumed.ledger.received == 4 * 3
+    assert _state(wh) == _state(tmp_path / "clean.duckdb")
+    assert not (tel / "traces.jsonl.uncommitted").exists()
+    assert_balanced(Run(None, wh, tel))
+
+
+def test_the_two_halves_run_apart_as_process_does(tmp_path):
+    from dqkit.events.readers import iter_sample
+    from dqkit.pipeline.run import Replay
+
+    sample, profiles = _mixed(tmp_path)
+    run = Replay(tmp_path / "wh.duckdb", tmp_path / "tel", profiles=profiles, config=ReplayConfig(chunk_lines=2))
+    results = []
+    for chunk in iter_sample(sample, 2):
+        ingested = run.ingest(chunk)
+        assert ingested is not None
+        b = ingested.batches
+        # Per delivery, what ingest accounted for is what it was given.
+        assert (b["received"] == b["invalid"] + b["duplicate"] + b["published"]).all()
+        assert (b["t_enter"] <= b["t_validated"]).all() and (b["t_deduped"] <= b["t_published"]).all()
+        results.append(run.consume(ingested))
+    res = run.close(str(sample))
+    assert sum(r.received for r in results) == res.ledger.received == 10
+    assert (res.ledger.loaded, res.ledger.invalid, res.ledger.duplicate) == (4, 3, 3)
+    assert_balanced(Run(res, tmp_path / "wh.duckdb", tmp_path / "tel"))
+
+
+def test_a_stage_that_breaks_is_named_with_its_chunk_and_run(tmp_path, monkeypatch):
+    from dqkit.errors import StageError
+    from dqkit.pipeline.enrich import Enricher
+
+    def broken(self, events):
+        raise RuntimeError("profile service exploded")
+
+    monkeypatch.setattr(Enricher, "run", broken)
+    sample, _ = _mixed(tmp_path)
+    with pytest.raises(StageError, match=r"^stage enrich failed on chunk 1 of run [0-9a-f]{16}: RuntimeError: "
+                                         r"profile service exploded; the chunk was not committed") as info:
+        replay(sample, tmp_path / "wh.duckdb", tmp_path / "tel")
+    assert isinstance(info.value.__cause__, RuntimeError) and info.value.stage == "enrich" and info.value.chunk == 1
+    monkeypatch.undo()
+    again = replay(sample, tmp_path / "wh.duckdb", tmp_path / "tel")  # nothing was committed: all of it loads now
+    assert again.skipped_deliveries == 0 and again.ledger.received == 10

@@ -24,7 +24,8 @@ import numpy as np
 import polars as pl
 
 from dqkit.events.scenarios import Scenario
-from dqkit.pipeline.geoip import default_geoip_dir
+from dqkit.paths import geoip_dir
+from dqkit.timefmt import iso_z
 
 COUNTRIES = (("US", 0.32), ("IN", 0.14), ("BR", 0.1), ("GB", 0.09), ("DE", 0.09), ("FR", 0.07),
              ("JP", 0.07), ("CA", 0.05), ("AU", 0.04), ("NL", 0.03))
@@ -62,6 +63,8 @@ class SampleSpec:
 
 @dataclass(frozen=True)
 class Sample:
+    """A generated sample: where its files are and how big it is."""
+
     events_path: Path
     profiles_path: Path
     truth_path: Path
@@ -70,7 +73,7 @@ class Sample:
 
 
 def _ips(rng: np.random.Generator, countries: np.ndarray) -> np.ndarray:
-    v4 = pl.read_parquet(default_geoip_dir() / "ipv4.parquet")
+    v4 = pl.read_parquet(geoip_dir() / "ipv4.parquet")
     out = np.empty(len(countries), dtype=object)
     for cc in np.unique(countries):
         ranges = v4.filter(pl.col("country") == cc)
@@ -341,7 +344,7 @@ def _expected(scen: list[Scenario]) -> pl.Expr:
 
 
 def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return None if t is None else iso_z(t)
 
 
 def _truth_doc(spec: SampleSpec, scen: list[Scenario], truth: dict, arrived: pl.DataFrame, allb: pl.DataFrame) -> dict:

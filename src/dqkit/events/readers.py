@@ -17,14 +17,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import queue
-import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -33,8 +30,6 @@ import pyarrow as pa
 
 from dqkit.errors import InputError
 from dqkit.events import schema
-
-T = TypeVar("T")
 
 DEFAULT_CHUNK_LINES = 10_000
 CHUNK_BYTES = 32 * 1024 * 1024  # a chunk also ends after this much input text
@@ -603,79 +598,3 @@ def sample_size(path: str | Path) -> int:
 
         return pq.ParquetFile(p).metadata.num_rows
     return p.stat().st_size
-
-
-class ReadAhead(Iterator[T]):
-    """Read ahead on a background thread: the next chunk is parsed (by DuckDB, outside the GIL)
-    while the pipeline works on this one. Reading starts at once, so the first chunk is parsed
-    while the caller still sets up. At most ``depth`` parsed chunks wait, which bounds memory;
-    an error in the reader is raised here, in order. Works for any iterator whose work happens
-    outside the GIL (the span loader reads export blocks with it too).
-
-    :meth:`close` (or leaving a ``with`` block) stops the reader and closes ``chunks``; it runs
-    by itself once the chunks are exhausted or the reader failed."""
-
-    def __init__(self, chunks: Iterator[T], depth: int = 1) -> None:
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._closed = False
-        # The thread holds no reference to this object, so one a consumer drops is collected
-        # and its __del__ releases the reader.
-        self._thread = threading.Thread(target=_read_ahead, args=(chunks, self._q, self._stop),
-                                        name="dqkit-reader", daemon=True)
-        self._thread.start()
-
-    def __next__(self) -> T:
-        if self._closed:
-            raise StopIteration
-        item = self._q.get()
-        if item is _READ_DONE:
-            self.close()
-            raise StopIteration
-        if isinstance(item, BaseException):
-            self.close()
-            raise item
-        return item
-
-    def close(self) -> None:
-        """Stop reading (after the chunk being parsed) and close the source."""
-        if not self._closed:
-            self._closed = True
-            self._stop.set()
-            self._thread.join()
-
-    def __enter__(self) -> ReadAhead[T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self._stop.set()
-
-
-_READ_DONE = object()
-
-
-def _read_ahead(chunks: Iterator, q: queue.Queue, stop: threading.Event) -> None:
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    try:
-        for chunk in chunks:
-            if not put(chunk):
-                break
-        else:
-            put(_READ_DONE)
-    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-        put(exc)
-    finally:
-        close = getattr(chunks, "close", None)
-        if close:
-            close()

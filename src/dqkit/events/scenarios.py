@@ -38,6 +38,8 @@ _KEYS = {"start", "end", "duration", "rate", "magnitude", *SEGMENT_KEYS}
 
 @dataclass(frozen=True)
 class Scenario:
+    """One data incident as parsed from its spec (see the module's grammar)."""
+
     name: str
     start: datetime | None
     end: datetime | None
@@ -48,18 +50,21 @@ class Scenario:
 
     @property
     def stage(self) -> str:
+        """Where the incident happens: ``client`` for a skew small enough to pass validation."""
         if self.name == "clock_skew" and self.magnitude is not None and abs(self.magnitude) <= 24:
             return "client"
         return SCENARIOS[self.name][0]
 
     @property
     def kind(self) -> str:
+        """What it does to events: ``degraded`` for a skew that passes validation."""
         if self.name == "clock_skew" and self.magnitude is not None and abs(self.magnitude) <= 24:
             return "degraded"
         return SCENARIOS[self.name][1]
 
 
 def parse_scenario(spec: str) -> Scenario:
+    """Parse ``NAME[:key=value,...]``; a malformed spec raises :class:`ConfigError` naming the bad part."""
     name, kv = split_spec(spec, "--scenario", list(SCENARIOS), _KEYS)
     where = f"--scenario {spec!r}: "
     start, end = window(kv, where)

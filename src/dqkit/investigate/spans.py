@@ -34,7 +34,7 @@ import polars as pl
 import pyarrow as pa
 
 from dqkit.errors import DqkitError, InputError
-from dqkit.events.readers import ReadAhead
+from dqkit.readahead import ReadAhead
 
 _MACROS = """
 -- An id is hex, or base64 (protobuf's generic JSON mapping) that decodes to exactly nbytes; anything

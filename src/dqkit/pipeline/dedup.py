@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 import polars as pl
 
@@ -22,15 +23,18 @@ STATE_SCHEMA = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class DedupResult:
+    """One chunk's valid events split into first sightings and duplicates."""
+
     unique: pl.DataFrame
+    """Events whose id was not seen before (in this chunk or within the window), in input order."""
     duplicates: pl.DataFrame
     """Removed events, with ``duplicate_of_batch`` and ``duplicate_of_trace``."""
     per_delivery: pl.DataFrame
-    """``delivery_key, dedup_input, duplicates_removed, dedup_output``."""
-    new_ids: pl.DataFrame
-    """Ids first seen in this chunk (to persist with it)."""
+    """``delivery_key`` and :attr:`COUNTS` for every delivery."""
+
+    COUNTS: ClassVar[tuple[str, ...]] = ("dedup_input", "duplicates_removed", "dedup_output")
 
 
 def _id_key(ids: pl.Expr) -> list[pl.Expr]:
@@ -151,6 +155,8 @@ class Deduplicator:
                                for r in self._seen.runs]
 
     def run(self, valid: pl.DataFrame, deliveries: pl.DataFrame) -> DedupResult:
+        """Split a chunk's ``valid`` events into first sightings and duplicates, and remember
+        the first sightings' ids (``deliveries``' latest arrival moves the window on)."""
         # Events are wide (each keeps its raw text), so the order and the masks are worked out on
         # narrow columns and the wide frame is copied once, into ``unique``.
         in_order = valid.select(
@@ -171,10 +177,9 @@ class Deduplicator:
         unique = ordered.filter(new)
         duplicates = pl.concat([seen_before, in_chunk_dups], how="vertical_relaxed")
 
-        new_ids = unique.select(list(STATE_SCHEMA))
         if deliveries.get_column("received_at").drop_nulls().len():
             self._forget_before(deliveries.get_column("received_at").max() - self.window)
-        self._remember(new_ids, keys.filter(new))
+        self._remember(unique.select(list(STATE_SCHEMA)), keys.filter(new))
 
         counts_in = valid.group_by("delivery_key").agg(dedup_input=pl.len().cast(pl.Int64))
         counts_dup = duplicates.group_by("delivery_key").agg(duplicates_removed=pl.len().cast(pl.Int64))
@@ -185,4 +190,4 @@ class Deduplicator:
             .with_columns(pl.col("dedup_input", "duplicates_removed").fill_null(0))
             .with_columns(dedup_output=pl.col("dedup_input") - pl.col("duplicates_removed"))
         )
-        return DedupResult(unique, duplicates, per_delivery, new_ids)
+        return DedupResult(unique, duplicates, per_delivery)

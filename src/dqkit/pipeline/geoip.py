@@ -15,20 +15,12 @@ from pathlib import Path
 import polars as pl
 
 from dqkit.errors import InputError
+from dqkit.paths import geoip_dir
 
 _TWO64 = 1 << 64
 OUT_SCHEMA = {"client_ip": pl.String, "geo_country": pl.String, "geo_region": pl.String, "geo_city": pl.String,
               "geo_error": pl.Boolean}
 """A lookup's result per address; ``geo_error`` marks an address whose record could not be read."""
-
-
-def default_geoip_dir() -> Path:
-    """Where the bundled range tables live (source checkout or installed package data)."""
-    here = Path(__file__).resolve()
-    for base in (here.parents[3] / "data" / "geoip", here.parents[1] / "data" / "geoip"):
-        if (base / "ipv4.parquet").is_file():
-            return base
-    raise InputError("the bundled geo-IP tables are missing; reinstall dqkit or pass --geoip PATH")
 
 
 def parse_ipv4(frame: pl.DataFrame, col: str = "client_ip") -> pl.DataFrame:
@@ -41,8 +33,8 @@ def parse_ipv4(frame: pl.DataFrame, col: str = "client_ip") -> pl.DataFrame:
         .str.extract_groups(r"^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$").alias("o")
     ).unnest("o")
     o = [pl.col(f"{i + 1}").cast(pl.Int64) for i in range(4)]
-    value = octets.select(pl.when(pl.all_horizontal([x <= 255 for x in o])).then(o[0] * 16777216 + o[1] * 65536 + o[2] * 256 + o[3]))
-    value = value.to_series().cast(pl.Int128)
+    value = octets.select(pl.when(pl.all_horizontal([x <= 255 for x in o])).then(
+        o[0] * 16777216 + o[1] * 65536 + o[2] * 256 + o[3])).to_series().cast(pl.Int128)
     return frame.with_columns(ip_family=pl.when(value.is_not_null()).then(pl.lit(4, pl.Int8)), ip_value=value)
 
 
@@ -102,6 +94,7 @@ class RangeGeoIP:
         ).sort("start")
 
     def lookup(self, ips: pl.Series) -> pl.DataFrame:
+        """``client_ip, geo_country, geo_region, geo_city`` for each distinct address (nulls where unknown)."""
         addrs = pl.DataFrame({"client_ip": ips.unique().drop_nulls()})
         # IPv4 text (the common case) skips the costlier IPv6 parsing.
         maybe_v6 = pl.col("client_ip").str.contains(":", literal=True)
@@ -134,6 +127,7 @@ class MaxMindGeoIP:
                              "GeoIP2 .mmdb, or a directory with ipv4.parquet and ipv6.parquet") from exc
 
     def lookup(self, ips: pl.Series) -> pl.DataFrame:
+        """``client_ip, geo_country, geo_region, geo_city`` for each distinct address (nulls where unknown)."""
         rows = []
         for ip in ips.unique().drop_nulls().to_list():  # once per distinct address, not per event
             error = False
@@ -175,6 +169,7 @@ class CachedGeoIP:
         """Events (not addresses) whose address's record could not be read, over all lookups."""
 
     def lookup(self, ips: pl.Series) -> pl.DataFrame:
+        """``client_ip, geo_country, geo_region, geo_city`` for each distinct address (nulls where unknown)."""
         wanted = pl.DataFrame({"client_ip": ips.unique().drop_nulls()}, schema={"client_ip": pl.String})
         new = wanted.join(self._known, on="client_ip", how="anti")
         if new.height:
@@ -191,7 +186,7 @@ class CachedGeoIP:
 def open_geoip(path: str | Path | None = None) -> CachedGeoIP:
     """The bundled range tables, a directory of them, or a ``.mmdb`` file."""
     if path is None:
-        return CachedGeoIP(RangeGeoIP(default_geoip_dir()))
+        return CachedGeoIP(RangeGeoIP(geoip_dir()))
     p = Path(path)
     if p.is_dir():
         return CachedGeoIP(RangeGeoIP(p))

@@ -26,6 +26,8 @@ class Delivered:
 
 
 class Queue(Protocol):
+    """What the pipeline needs of a queue: publish per-delivery messages, consume them."""
+
     system: str
     topic: str
     partitions: int
@@ -49,6 +51,7 @@ class EmbeddedQueue:
         self._pending: deque[Delivered] = deque()
 
     def publish(self, events: pl.DataFrame, headers: pl.DataFrame) -> pl.DataFrame:
+        """Keep each delivery's events as one message, partitioned by user id (see :meth:`Queue.publish`)."""
         parted = events.with_columns(
             partition=(pl.col("user_id").hash(seed=0) % self.partitions).cast(pl.Int32)
         )
@@ -67,6 +70,7 @@ class EmbeddedQueue:
         )
 
     def consume(self) -> Delivered | None:
+        """Everything published and not yet consumed, as one delivery; ``None`` when empty."""
         if not self._pending:
             return None
         parts = list(self._pending)

@@ -19,16 +19,25 @@ STATE_SCHEMA = {
 }
 
 
+@dataclass(frozen=True)
+class StitchResult:
+    """Events with their sessions, and the session state that changed."""
+
+    events: pl.DataFrame
+    """The events with ``session_id``, ``session_event_number`` and ``session_is_new``, in their order."""
+    changes: pl.DataFrame
+    """Changed state rows (:data:`STATE_SCHEMA`), to persist with the chunk."""
+
+
 @dataclass
 class SessionStitcher:
+    """Gives events session ids, carrying each user's open session across chunks and runs."""
+
     gap: timedelta = timedelta(minutes=30)
     state: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=STATE_SCHEMA))
 
-    def stitch(self, events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Add ``session_id``, ``session_event_number``, ``session_is_new``.
-
-        Returns the events and the changed state rows (to persist with the chunk).
-        """
+    def stitch(self, events: pl.DataFrame) -> StitchResult:
+        """Add ``session_id``, ``session_event_number``, ``session_is_new`` to ``events``."""
         gap_us = int(self.gap.total_seconds() * 1_000_000)
         prev = self.state.rename({"last_ts": "prev_ts", "session_id": "prev_sid", "session_events": "prev_n"})
         # Work on the few columns the rule needs; the wide event rows are never reordered.
@@ -67,4 +76,4 @@ class SessionStitcher:
         changed = last.filter(pl.col("prev_ts").is_null() | (pl.col("last_ts") >= pl.col("prev_ts"))).select(list(STATE_SCHEMA))
         self.state = pl.concat([self.state.join(changed, on="user_id", how="anti"), changed])
         cols = ev.sort("_row").select("session_is_new", "session_id", "session_event_number")
-        return events.hstack(cols), changed
+        return StitchResult(events.hstack(cols), changed)

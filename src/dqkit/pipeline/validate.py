@@ -17,6 +17,8 @@ _SAMPLE_ERRORS = 3
 
 @dataclass
 class ValidateResult:
+    """One chunk's events split into valid and rejected, with per-delivery counts."""
+
     valid: pl.DataFrame
     """Events that passed, with ``event_ts`` parsed."""
     rejected: pl.DataFrame

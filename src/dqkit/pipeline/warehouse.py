@@ -77,6 +77,7 @@ SELECT event_id, batch_id, trace_id, received_at FROM rejected_events WHERE stag
 
 
 def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -93,6 +94,8 @@ def _ddl(name: str, cols: dict[str, str]) -> str:
 
 @dataclass
 class InsertOutcome:
+    """How one table insert went: rows, success, attempts, time and the last error."""
+
     table: str
     rows: int
     success: bool
@@ -104,22 +107,21 @@ class InsertOutcome:
 class Warehouse:
     """A DuckDB warehouse file opened for writing."""
 
-    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path) -> None:
+        """Open (or create) the warehouse file at ``path`` and its tables."""
         self.path = Path(path)
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = connect(self.path, read_only=read_only)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = connect(self.path)
         self._tables: set[str] | None = None  # event tables known to exist (None: ask DuckDB)
-        if not read_only:
-            # Each checkpoint compresses the rows written since the last one and rewrites every
-            # table's partly filled last row group, so frequent ones redo work: on a 1M-event
-            # replay, 512 MB of WAL between checkpoints took commits from 6.7 to 3.1 s (medians
-            # of 3 pairs) against 128 MB, and a 10M-event replay's peak RSS rose by only 9 MB
-            # (DuckDB's own memory stays capped below).
-            self.con.execute("SET checkpoint_threshold = '512MB'")
-            # DuckDB would cache up to 80% of RAM; a replay needs its memory for the chunks in flight.
-            self.con.execute("SET memory_limit = '256MB'")
-            self._create()
+        # Each checkpoint compresses the rows written since the last one and rewrites every
+        # table's partly filled last row group, so frequent ones redo work: on a 1M-event
+        # replay, 512 MB of WAL between checkpoints took commits from 6.7 to 3.1 s (medians
+        # of 3 pairs) against 128 MB, and a 10M-event replay's peak RSS rose by only 9 MB
+        # (DuckDB's own memory stays capped below).
+        self.con.execute("SET checkpoint_threshold = '512MB'")
+        # DuckDB would cache up to 80% of RAM; a replay needs its memory for the chunks in flight.
+        self.con.execute("SET memory_limit = '256MB'")
+        self._create()
 
     def _create(self) -> None:
         for name, cols in {"rejected_events": REJECTED_COLUMNS, "deliveries": DELIVERY_COLUMNS,
@@ -136,6 +138,7 @@ class Warehouse:
         self.con.execute(f"CREATE OR REPLACE VIEW dedup_state AS {_DEDUP_STATE}")
 
     def event_tables(self) -> list[str]:
+        """The ``events_<type>`` tables, by name."""
         rows = self.con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
             "AND table_type = 'BASE TABLE' AND table_name LIKE 'events\\_%' ESCAPE '\\' ORDER BY table_name"
@@ -143,6 +146,7 @@ class Warehouse:
         return [r[0] for r in rows]
 
     def refresh_events_view(self) -> None:
+        """Point the ``events`` view at every event table (typed and empty when there is none)."""
         tables = self.event_tables()
         if tables:
             body = " UNION ALL BY NAME ".join(f"SELECT * FROM {quote_ident(t)}" for t in tables)
@@ -152,6 +156,7 @@ class Warehouse:
 
     # -- state ---------------------------------------------------------------------------
     def read(self, sql: str) -> pl.DataFrame:
+        """``sql``'s result as a frame."""
         return self.con.sql(sql).pl()
 
     def read_batches(self, sql: str, rows: int = 1_000_000, params: list | None = None) -> Iterator[pl.DataFrame]:
@@ -168,6 +173,7 @@ class Warehouse:
             "OR received_at >= (SELECT max(received_at) FROM deliveries) - ?::INTERVAL", params=[window])
 
     def known_deliveries(self, keys: list[str]) -> set[str]:
+        """Those of ``keys`` in the ``deliveries`` table."""
         if not keys:
             return set()
         df = pl.DataFrame({"delivery_key": keys})
@@ -180,12 +186,15 @@ class Warehouse:
 
     # -- writes --------------------------------------------------------------------------
     def begin(self) -> None:
+        """Open the chunk's transaction."""
         self.con.execute("BEGIN TRANSACTION")
 
     def commit(self) -> None:
+        """Commit the chunk's transaction."""
         self.con.execute("COMMIT")
 
     def rollback(self) -> None:
+        """Roll the chunk's transaction back (and forget tables it created)."""
         self.con.execute("ROLLBACK")
         self._tables = None  # tables created in the rolled-back transaction are gone
 
@@ -197,9 +206,15 @@ class Warehouse:
         try:
             self.con.execute(f"INSERT INTO {quote_ident(table)} BY NAME SELECT * FROM _append")
         finally:
-            self.con.unregister("_append")
+            try:
+                self.con.unregister("_append")
+            except duckdb.Error:
+                # A failed insert aborted the transaction, which refuses even this; raising here
+                # would hide the insert's own error (the next append registers the name again).
+                pass
 
     def upsert_sessions(self, changed: pl.DataFrame) -> None:
+        """Replace the session state of the users in ``changed``."""
         if changed.is_empty():
             return
         self.con.register("_sess", changed.to_arrow())
@@ -216,11 +231,17 @@ class Warehouse:
         attempts: int = 3,
         fail: Callable[[str, int], str | None] | None = None,
     ) -> InsertOutcome:
-        """Insert one table's rows, retrying; never raises for a failed insert.
+        """Insert one table's rows, in the open transaction.
 
         ``fail(table, attempt)`` lets a replay inject failures: it returns an error text to fail
-        that attempt. A real DuckDB error is retried the same way. The caller dead-letters the
-        rows of an insert that still fails.
+        that attempt, and the insert is tried again (at once: the replay clock does not wait),
+        up to ``attempts`` times; an outcome with ``success=False`` tells the caller to
+        dead-letter the rows. A real DuckDB error is not retried here: DuckDB has aborted the
+        transaction, so it raises :class:`InsertAborted` on the first one and the caller redoes
+        the chunk (see :func:`dqkit.pipeline.load.insert_all`).
+
+        Raises:
+            InsertAborted: DuckDB failed the insert (the transaction must be rolled back).
         """
         if self._tables is None:
             self._tables = set(self.event_tables())
@@ -231,8 +252,6 @@ class Warehouse:
         error = None
         t0 = time.perf_counter()
         for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                time.sleep(0)  # retries are immediate; the replay clock does not wait
             error = fail(table, attempt) if fail else None
             if error is None:
                 try:
@@ -244,6 +263,7 @@ class Warehouse:
         return InsertOutcome(table, frame.height, False, attempts, (time.perf_counter() - t0) * 1000, error)
 
     def close(self) -> None:
+        """Close the connection (an open transaction is rolled back)."""
         self.con.close()
 
 

@@ -55,9 +55,9 @@ def installed(tmp_path_factory):
 
 def test_wheel_ships_geoip_tables_and_notebooks(installed):
     venv, site, env = installed
-    probe = ("import json, dqkit, dqkit.report as r, dqkit.pipeline.geoip as g; "
+    probe = ("import json, dqkit, dqkit.report as r, dqkit.paths as g; "
              "nb = getattr(r, 'notebooks_dir', None) or __import__('dqkit.report.run', fromlist=['x']).notebooks_dir; "
-             "print(json.dumps([dqkit.__file__, str(nb()), str(g.default_geoip_dir())]))")
+             "print(json.dumps([dqkit.__file__, str(nb()), str(g.geoip_dir())]))")
     where = json.loads(_run([str(venv / "bin" / "python"), "-c", probe], env=env, cwd=venv.parent).stdout)
     package = site / "dqkit"
     assert Path(where[0]).parent == package, where

@@ -10,7 +10,6 @@ import click
 
 from dqkit.errors import DqkitError
 
-
 EXIT_NOTHING_MATCHED = 4
 """replay/generate: the run finished, but the sample held no events, or a --fault or --scenario
 matched none."""

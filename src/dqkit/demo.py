@@ -106,7 +106,8 @@ def build(out_dir: str | Path, *, incident: str = "none", seed: int = 3, events:
         events: approximate number of events to generate.
         users: number of users.
         days: days of traffic from :data:`START`; eight give the last day a baseline a week before.
-        sample: replay this sample instead of generating one (``profiles`` goes with it).
+        sample: replay this sample instead of generating one.
+        profiles: the user profiles that go with ``sample``.
         faults: further pipeline fault specs for the replay (``dqkit replay --fault``).
     """
     from dqkit.events.generator import SampleSpec, generate

@@ -47,7 +47,7 @@ def test_profiles_geo_and_sessions_are_added_and_counted_per_delivery(geo):
     per = {p["delivery_key"]: p for p in r.per_delivery.iter_rows(named=True)}
     assert {k: per["k1"][k] for k in EnrichResult.COUNTS} == {
         "profile_hits": 1, "profile_misses": 2, "profile_missing": 1, "profile_errors": 0, "geo_resolved": 2,
-        "sessions_new": 2}
+        "geo_errors": 0, "sessions_new": 2}
     assert (per["k1"]["event_types"], per["k1"]["geo_country"]) == ("like,view", "US")
     assert (per["k2"]["geo_resolved"], per["k2"]["geo_country"]) == (1, "IE")
     assert sorted(r.session_changes["user_id"].to_list()) == ["u_1", "u_2", "u_9"]

@@ -55,6 +55,7 @@ def _batches(ids: SpanIds) -> pl.DataFrame:
         t_consumed=pl.lit(T + 40), t_profiled=pl.lit(T + 50), t_geo=pl.lit(T + 60), t_enriched=pl.lit(T + 70),
         event_types=pl.Series(["like,view", None]), profile_hits=pl.Series([1, 0]), profile_misses=pl.Series([1, 0]),
         profile_missing=pl.Series([1, 0]), profile_errors=pl.Series([0, 0]), geo_resolved=pl.Series([2, 0]),
+        geo_errors=pl.Series([0, 0]),
         geo_country=pl.Series(["US", None]), sessions_new=pl.Series([1, 0]),
     )
     return d.with_columns(ctx_trace=pl.col("trace_id"), ctx_parent=pl.col("sid_publish"))
@@ -99,7 +100,7 @@ def test_enrich_spans_continue_the_messages_trace_for_batches_that_published(ids
                               n.MESSAGING_OPERATION: "process"}
     assert _attrs(got[n.ENRICH_PROFILE][0]) == {n.PROFILE_CACHE_HIT: 1, n.PROFILE_CACHE_MISS: 1, n.PROFILE_MISSING: 1,
                                                 n.PROFILE_ERRORS: 0}
-    assert _attrs(got[n.ENRICH_GEO][0]) == {n.GEO_RESOLVED: 2, n.GEO_UNRESOLVED: 0, n.GEO_COUNTRY: "US"}
+    assert _attrs(got[n.ENRICH_GEO][0]) == {n.GEO_RESOLVED: 2, n.GEO_UNRESOLVED: 0, n.GEO_LOOKUP_ERRORS: 0, n.GEO_COUNTRY: "US"}
     assert _attrs(got[n.ENRICH_SESSION][0]) == {n.SESSION_IS_NEW: 1, n.SESSION_EVENT_COUNT: 2}
     assert got[n.ENRICH_SESSION][0]["parentSpanId"] == row["sid_enrich"]
 

@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from dqkit.events.generator import SampleSpec, generate
-from dqkit.pipeline.geoip import default_geoip_dir
+from dqkit.paths import geoip_dir as default_geoip_dir
 from tests.thirdparty.otlp_receiver import receiver_process
 from tests.thirdparty.refpipeline import (
     BadTimestamps,

@@ -5,7 +5,7 @@ every chart; labels are for people (:data:`LABELS`), never column names."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import altair as alt

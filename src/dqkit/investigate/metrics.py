@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from dqkit.investigate.spans import _ATTRS, _struct_type
+from dqkit.investigate.spans import _ATTRS
 
 _POINT = {"attributes": _ATTRS, "startTimeUnixNano": "VARCHAR", "timeUnixNano": "VARCHAR", "asInt": "VARCHAR",
           "asDouble": "VARCHAR", "count": "VARCHAR", "sum": "VARCHAR", "bucketCounts": ["VARCHAR"],

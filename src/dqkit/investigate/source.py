@@ -119,20 +119,22 @@ SOURCE_HELP = ("--source dqkit (a warehouse dqkit wrote), --source reference (th
 
 
 def from_toml(path: str | Path) -> Source:
-    """A source from a mapping file::
+    """A source from a mapping file (TOML).
 
-        name = "segment-warehouse"
-        [events]
-        tables = ["tracks"]          # or: table_pattern = "events_*"
-        event_type = "event"         # column or SQL expression; omitted: suffix of the table name
-        [columns]
-        event_id = "id"
-        user_id = "coalesce(user_id, anonymous_id)"
-        event_ts = "timestamp"
-        [quarantine]                 # optional
-        table = "rejected"
-        [quarantine.columns]
-        stage = "'validate'"
+    For example::
+
+    name = "segment-warehouse"
+    [events]
+    tables = ["tracks"]          # or: table_pattern = "events_*"
+    event_type = "event"         # column or SQL expression; omitted: suffix of the table name
+    [columns]
+    event_id = "id"
+    user_id = "coalesce(user_id, anonymous_id)"
+    event_ts = "timestamp"
+    [quarantine]                 # optional
+    table = "rejected"
+    [quarantine.columns]
+    stage = "'validate'"
     """
     p = Path(path)
     try:

@@ -36,13 +36,16 @@ class DailyReport:
 
     @property
     def breaches(self) -> list[Check]:
+        """The checks whose value is above their limit."""
         return [c for c in self.checks if c.breached]
 
     @property
     def healthy(self) -> bool:
+        """No check breached."""
         return not self.breaches
 
     def to_dict(self) -> dict:
+        """The findings document (``findings.json``): status, checks, measures, diagnosis, differences."""
         d = self.diagnosis
         return {
             "format": FORMAT, "day": self.day.isoformat(), "status": "healthy" if self.healthy else "breached",

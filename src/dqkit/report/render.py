@@ -111,6 +111,7 @@ def _doc(report) -> dict:
 
 
 def check_value(unit: str, value) -> str:
+    """A check's value in its unit, for people."""
     if unit == "share":
         return pct(value, 2 if value is not None and 0 < value < 0.01 else 1)
     if unit == "seconds":

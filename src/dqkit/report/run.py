@@ -148,4 +148,5 @@ def run_report(day: str, warehouse: str | Path, spans: str | Path, out_dir: str 
 
 
 def yesterday() -> str:
+    """Yesterday's date (local calendar), the default day of a morning report."""
     return (date.today() - timedelta(days=1)).isoformat()

@@ -52,6 +52,7 @@ class Thresholds:
         return cls(**typed)
 
     def to_dict(self) -> dict:
+        """Every threshold by name."""
         return asdict(self)
 
 
@@ -71,9 +72,11 @@ class Check:
 
     @property
     def breached(self) -> bool:
+        """The value is known and above the limit."""
         return self.value is not None and self.value > self.limit
 
     def to_dict(self) -> dict:
+        """The check as JSON: name, label, unit, value, limit and whether it breached."""
         return {"name": self.name, "label": self.label, "unit": self.unit, "value": self.value, "limit": self.limit,
                 "breached": self.breached}
 

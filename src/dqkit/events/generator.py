@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import gzip
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from dqkit.errors import ConfigError
+from dqkit.events import newcomers
 from dqkit.events.scenarios import Scenario
 from dqkit.pipeline.geoip import default_geoip_dir
 
@@ -135,27 +137,61 @@ def _sessions(spec: SampleSpec, rng, users: pl.DataFrame) -> pl.DataFrame:
     return ev.with_columns(app_version=app).with_columns(sdk_version=pl.col("app_version").replace_strict(SDKS))
 
 
-def _bots(spec: SampleSpec, sc: Scenario, rng, base_session: int) -> pl.DataFrame:
-    bots = int(sc.magnitude or 50)
-    per_bot = 40
-    start = sc.start or spec.start
-    end = sc.end or (spec.start + timedelta(days=spec.days))
-    span_ms = max(1, int((end - start).total_seconds() * 1000))
-    n = bots * per_bot
-    platform = sc.segment.get("platform", "web")
-    country = sc.segment.get("country", "US")
-    app = sc.segment.get("app_version", VERSIONS[platform][1] if platform in VERSIONS else "2026.11.1")
-    session = base_session + np.repeat(np.arange(bots), per_bot)
-    offs = np.sort(rng.integers(0, span_ms, (bots, per_bot)), axis=1).ravel()
-    return pl.DataFrame({
-        "session": session, "user": -1 - np.repeat(np.arange(bots), per_bot), "day": 0,
-        "ts": np.datetime64(start.astimezone(UTC).replace(tzinfo=None), "ms") + offs.astype("timedelta64[ms]"),
-        "event_id": [f"{a:016x}{b:016x}" for a, b in rng.integers(0, 2**63, (n, 2)).tolist()],
-        "event_type": rng.choice(np.array(["view", "tap"], dtype=object), n), "item": rng.integers(0, 5000, n),
-        "user_id": [f"bot_{i:05d}" for i in np.repeat(np.arange(bots), per_bot)],
-        "country": country, "platform": platform, "activity": 1.0, "upgrade_day": 0, "client_ip": _ips(rng, np.full(n, country)),
-        "app_version": app, "sdk_version": sc.segment.get("sdk_version", SDKS.get(app, "1.0.0")),
-    }).with_columns(pl.col("user", "day").cast(pl.Int64), pl.col("upgrade_day").cast(pl.Int64))
+def _resolve(spec: SampleSpec, scenarios) -> list[Scenario]:
+    """Scenarios with what they leave to the sample filled in: a bot burst's few-hour window and
+    its exact client and country; a growth's window (the whole sample unless given)."""
+    seen: set[str] = set()
+    out = []
+    day_end = spec.start + timedelta(days=spec.days)
+    for sc in scenarios:
+        if sc.spec in seen:
+            raise ConfigError(f"--scenario {sc.spec!r} is given twice; give it once (or change its window or segment)")
+        seen.add(sc.spec)
+        if sc.name == "bot_burst":
+            seg = dict(sc.segment)
+            if "platform" not in seg:
+                seg["platform"] = next((p for p, v in VERSIONS.items() if seg.get("app_version") in v), "web")
+            seg.setdefault("app_version", VERSIONS.get(seg["platform"], VERSIONS["web"])[1])
+            seg.setdefault("sdk_version", SDKS.get(seg["app_version"], "1.0.0"))
+            seg.setdefault("country", "US")
+            start, end = newcomers.bot_window(sc.start, sc.end, spec.start)
+            sc = replace(sc, start=start, end=end, segment={k: seg[k] for k in ("platform", "app_version", "sdk_version", "country")})
+        elif sc.name == "real_growth":
+            sc = replace(sc, start=sc.start or spec.start, end=sc.end or day_end)
+        out.append(sc)
+    return out
+
+
+def _reuse_ids(ev: pl.DataFrame, hit: pl.Expr, sc: Scenario, rng: np.random.Generator) -> pl.DataFrame:
+    """Each hit event takes the id of a recent earlier event of another batch from the same SDK
+    version, of another event type (an id generator that hands out ids it already gave)."""
+    # Donors keep their own id and must reach dedup: untouched by noise or other scenarios.
+    order = ev.with_row_index("_r").with_columns(_hit=hit).filter(pl.col("sdk_version") == sc.segment["sdk_version"]) \
+        .sort("sent", "batch", "event_index")
+    if order.is_empty():
+        return ev
+    rows = order["_r"].to_numpy()
+    hits = order["_hit"].to_numpy()
+    donor_ok = ~hits & order["noise"].is_null().to_numpy() & order["tag"].is_null().to_numpy()
+    etype = order["event_type"].to_numpy()
+    batch = order["batch"].to_numpy()
+    batch_first = np.flatnonzero(np.r_[True, batch[1:] != batch[:-1]])
+    first_of = np.repeat(batch_first, np.diff(np.r_[batch_first, len(batch)]))
+    new_ids = ev["event_id"].to_numpy().copy()
+    took = np.zeros(ev.height, dtype=bool)
+    for t in np.unique(etype[hits]):
+        pool = donor_ok & (etype != t)
+        c = np.cumsum(pool)
+        before = np.where(first_of > 0, c[np.maximum(first_of - 1, 0)], 0)  # donors in earlier batches
+        victims = np.flatnonzero(hits & (etype == t) & (before > 0))
+        # Among the last 500 such donors: the clash is with recent ids, well inside dedup's window.
+        k = before[victims] - 1 - (rng.random(len(victims)) * np.minimum(before[victims], 500)).astype(np.int64)
+        donors = np.searchsorted(c, k + 1)
+        new_ids[rows[victims]] = new_ids[rows[donors]]
+        took[rows[victims]] = True
+    took_s = pl.Series(took)
+    return ev.with_columns(event_id=pl.Series(new_ids, dtype=pl.String),
+                           tag=pl.when(took_s).then(pl.lit(sc.spec)).otherwise(pl.col("tag")))
 
 
 def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: bool = False) -> Sample:
@@ -182,15 +218,15 @@ def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: 
         "segment": rng.choice(["free", "plus", "pro"], spec.users, p=[0.8, 0.15, 0.05]),
         "signup_date": [datetime.fromordinal(int(d)).date() for d in signup],
     }).filter(pl.Series(rng.random(spec.users) >= spec.missing_profile_rate))
-    profiles.write_parquet(out / "profiles.parquet")
-    if profiles_csv:
-        profiles.write_csv(out / "profiles.csv")
 
     ev = _sessions(spec, rng, users).with_columns(tag=pl.lit(None, pl.String))
     truth: dict[str, dict] = {}
-    scen = list(spec.scenarios)
+    scen = _resolve(spec, spec.scenarios)
+    lost: dict[str, pl.DataFrame] = {}  # per drop scenario: the (user_id, ts) of each event it removed
+    added: dict[str, pl.DataFrame] = {}  # per scenario that adds users: their ids
 
-    # Scenarios on who uses the product: a real drop removes sessions, bots add them.
+    # Scenarios on who uses the product: a real drop removes sessions, new users and bots add them.
+    next_user = spec.users
     for sc in scen:
         if sc.name == "real_drop":
             seg_users = ev.filter(_reach(sc, "ts")).select("user").unique().sort("user")
@@ -198,11 +234,27 @@ def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: 
             # A quitting user's sessions that start inside the window do not happen.
             gone = pl.col("user").is_in(quitting.implode()) & _reach(sc, "ts").first().over("session", order_by="ts")
             removed = ev.filter(gone)
-            truth[sc.spec] = {"events": removed.height, "users": removed["user_id"].n_unique()}
+            truth[sc.spec] = {"direction": "down", "events": removed.height, "users": removed["user_id"].n_unique()}
+            lost[sc.spec] = removed.select("user_id", "ts")
             ev = ev.filter(~gone)
-        elif sc.name == "bot_burst":
-            ev = pl.concat([ev, _bots(spec, sc, srng, int(ev["session"].max()) + 1).with_columns(tag=pl.lit(sc.spec))],
-                           how="vertical_relaxed")
+        elif sc.name in ("real_growth", "bot_burst"):
+            first_session = int(ev["session"].max()) + 1
+            if sc.name == "real_growth":
+                new, new_profiles = newcomers.growth(
+                    ev, _reach(sc, "ts"), sc.segment, sc.magnitude, (sc.start, sc.end), spec.start, srng, first_session,
+                    next_user, countries=COUNTRIES, platforms=PLATFORMS, versions=VERSIONS, sdks=SDKS,
+                    event_types=EVENT_TYPES, ips=_ips)
+                profiles = pl.concat([profiles, new_profiles])
+            else:
+                new, networks = newcomers.bots(int(sc.magnitude), (sc.start, sc.end), sc.segment, spec.start, srng,
+                                               first_session, next_user)
+                truth[sc.spec] = {"ip_networks": networks}
+            next_user += new["user"].n_unique()
+            added[sc.spec] = new.select("user_id").unique()
+            ev = pl.concat([ev, new.with_columns(tag=pl.lit(sc.spec)).select(ev.columns)], how="vertical_relaxed")
+    profiles.write_parquet(out / "profiles.parquet")
+    if profiles_csv:
+        profiles.write_csv(out / "profiles.csv")
 
     # Client batches: up to 20 consecutive events of a session, sent a little after the last one.
     ev = ev.sort("session", "ts").with_columns(batch_in_session=pl.int_range(pl.len()).over("session") // 20)
@@ -243,6 +295,8 @@ def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: 
                 .otherwise(pl.col("event_id")),
                 tag=pl.when(pl.col("_hit")).then(pl.lit(sc.spec)).otherwise(pl.col("tag")),
             ).drop("_hit")
+        elif sc.name == "id_reuse":
+            ev = _reuse_ids(ev, hit, sc, srng)
 
     # Batches, arrival times, late clients.
     event_json = pl.struct(
@@ -296,19 +350,39 @@ def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: 
                   "platform", "app_version", "sdk_version", "country"), on="batch").sort("line", "event_index")
     arrived = arrived.with_columns(_expected(scen))
     for sc in scen:
-        if sc.name in ("real_drop",):
+        if sc.name == "real_drop":
             continue
         if sc.name == "retry_storm":
             mine = arrived.filter(pl.col("copy_tag") == sc.spec)
         elif sc.name == "late_delivery":
             mine = arrived.filter(pl.col("late") == sc.spec)
+        elif sc.spec in added:
+            # What the newcomers added to the warehouse: their events that load.
+            mine = arrived.filter(pl.col("user_id").is_in(added[sc.spec]["user_id"].implode()) & (pl.col("outcome") == "loaded"))
+        elif sc.name == "id_reuse":
+            # Every event carrying a reused id (the earlier owner's too, should it arrive later)
+            # that a correct dedup removes in every copy: real events that never land.
+            reused = ev.filter(pl.col("tag") == sc.spec)["event_id"].unique()
+            mine = arrived.filter(pl.col("event_id").is_in(reused.implode())).filter(
+                (pl.col("outcome") == "duplicate").all().over("batch", "event_index")).unique(["batch", "event_index"])
         else:
             mine = arrived.filter((pl.col("tag") == sc.spec) & pl.col("copy_tag").is_null())
-        if sc.kind == "drop":
+        if sc.kind == "drop" and sc.name != "id_reuse":
             mine = mine.filter(pl.col("outcome") == ("invalid" if sc.stage == "validate" else "duplicate"))
         elif sc.name == "retry_storm":
             mine = mine.filter(pl.col("outcome") == "duplicate")
-        truth[sc.spec] = {"events": mine.height, "users": mine["user_id"].drop_nulls().n_unique()}
+        truth[sc.spec] = {**truth.get(sc.spec, {}), "events": mine.height, "users": mine["user_id"].drop_nulls().n_unique()}
+        if sc.name == "real_growth":
+            truth[sc.spec] = {"direction": "up", **truth[sc.spec]}
+        if sc.kind == "drop":
+            lost[sc.spec] = mine.select("user_id", "ts")
+    # Users a drop took out of a day's DAU: active that day (by true event time), nothing loaded.
+    kept = arrived.filter(pl.col("outcome") == "loaded").select("user_id", day=pl.col("ts").dt.date()).unique()
+    for key, rows in lost.items():
+        days = rows.drop_nulls("user_id").select("user_id", day=pl.col("ts").dt.date()).unique()
+        gone = days.join(kept, on=["user_id", "day"], how="anti").group_by("day").len().sort("day")
+        truth[key]["users_lost"] = int(gone["len"].sum())
+        truth[key]["users_lost_by_day"] = {str(d): int(n) for d, n in gone.iter_rows()}
 
     # Write the lines.
     body = ev.group_by("batch").agg(pl.col("event_json").sort_by("event_index").str.join(","), pl.len().alias("count"))
@@ -361,6 +435,7 @@ def _truth_doc(spec: SampleSpec, scen: list[Scenario], truth: dict, arrived: pl.
         "scenarios": [{
             "name": sc.name, "spec": sc.spec, "stage": sc.stage, "kind": sc.kind, "segment": sc.segment,
             "window": {"start": _iso(sc.start or spec.start), "end": _iso(sc.end or day_end)},
+            **({"cause": sc.cause} if sc.cause else {}),
             **truth[sc.spec],
         } for sc in scen],
     }

@@ -240,3 +240,25 @@ def test_a_small_product_of_300_users_is_sane(tmp_path, run_sample):
     run = _replay(s, truth, run_sample)
     noise = truth["noise"]
     assert run.result.ledger.invalid == noise["invalid_events"] and run.result.ledger.duplicate > 0
+
+
+def test_cli_generate_new_scenarios_and_refusals(tmp_path):
+    import subprocess
+    import sys
+
+    def gen(*args):
+        return subprocess.run([sys.executable, "-m", "dqkit.cli", "generate", "--events", "3000", "--users", "200", "--days", "2",
+                               *args], capture_output=True, text=True)
+
+    ok = gen("--out", str(tmp_path / "ok"), "--scenario", "real_growth:magnitude=0.3,start=2026-11-21T00:00:00Z",
+             "--scenario", "id_reuse:sdk_version=2.9.0,rate=0.2", "--scenario", "bot_burst:magnitude=5,country=DE")
+    assert ok.returncode == 0, ok.stderr
+    names = [(t["name"], t["kind"], t["events"] > 0) for t in json.loads((tmp_path / "ok" / "truth.json").read_text())["scenarios"]]
+    assert names == [("real_growth", "real_change", True), ("id_reuse", "drop", True), ("bot_burst", "inflated", True)]
+    for args, part in [(["--scenario", "bot_burst:magnitude=2", "--scenario", "bot_burst:magnitude=2"], "given twice"),
+                       (["--scenario", "bot_burst:country=XX"], "country='XX'"), (["--scenario", "id_reuse"], "sdk_version=")]:
+        bad = gen("--out", str(tmp_path / "bad"), *args)
+        assert bad.returncode == 2 and bad.stderr.startswith("dqkit: error: ") and part in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr
+    help_text = gen("--help").stdout
+    assert all(n in help_text for n in ("real_growth", "id_reuse", "/24"))

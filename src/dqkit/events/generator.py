@@ -197,6 +197,7 @@ def _reuse_ids(ev: pl.DataFrame, hit: pl.Expr, sc: Scenario, rng: np.random.Gene
 def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: bool = False) -> Sample:
     """Write ``events.ndjson.gz``, ``profiles.parquet`` (and ``.csv`` on request) and ``truth.json``."""
     spec = spec or SampleSpec()
+    scen = _resolve(spec, spec.scenarios)
     rng = np.random.default_rng(spec.seed)
     # Scenarios draw from their own stream: the base traffic is the same with or without them.
     srng = np.random.default_rng([spec.seed, 1])
@@ -221,7 +222,6 @@ def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: 
 
     ev = _sessions(spec, rng, users).with_columns(tag=pl.lit(None, pl.String))
     truth: dict[str, dict] = {}
-    scen = _resolve(spec, spec.scenarios)
     lost: dict[str, pl.DataFrame] = {}  # per drop scenario: the (user_id, ts) of each event it removed
     added: dict[str, pl.DataFrame] = {}  # per scenario that adds users: their ids
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
+from dqkit.errors import ConfigError
 from dqkit.pipeline.geoip import default_geoip_dir
 
 BOT_EVENTS_PER_BOT = 40
@@ -114,7 +115,8 @@ def _networks(rng: np.random.Generator, country: str, count: int) -> list[int]:
     v4 = pl.read_parquet(default_geoip_dir() / "ipv4.parquet").filter(
         (pl.col("country") == country) & (pl.col("end").cast(pl.Int64) - pl.col("start").cast(pl.Int64) >= 4096))
     if v4.is_empty():
-        raise ValueError(f"no geo-IP range of {country!r} is large enough for bots' networks")
+        raise ConfigError(f"--scenario bot_burst: country={country!r} has no geo-IP range to put bots' networks in; "
+                          "use a two-letter country code such as US or DE")
     row = v4.row(int(rng.integers(0, v4.height)), named=True)
     lo, hi = (int(row["start"]) + 255) >> 8, (int(row["end"]) + 1 >> 8) - count
     net = int(rng.integers(lo, hi + 1))

@@ -25,6 +25,7 @@ import polars as pl
 
 from dqkit.errors import ConfigError
 from dqkit.events import newcomers
+from dqkit.events.id_reuse import reuse_ids
 from dqkit.events.scenarios import Scenario
 from dqkit.pipeline.geoip import default_geoip_dir
 
@@ -162,38 +163,6 @@ def _resolve(spec: SampleSpec, scenarios) -> list[Scenario]:
     return out
 
 
-def _reuse_ids(ev: pl.DataFrame, hit: pl.Expr, sc: Scenario, rng: np.random.Generator) -> pl.DataFrame:
-    """Each hit event takes the id of a recent earlier event of another batch from the same SDK
-    version, of another event type (an id generator that hands out ids it already gave)."""
-    # Donors keep their own id and must reach dedup: untouched by noise or other scenarios.
-    order = ev.with_row_index("_r").with_columns(_hit=hit).filter(pl.col("sdk_version") == sc.segment["sdk_version"]) \
-        .sort("sent", "batch", "event_index")
-    if order.is_empty():
-        return ev
-    rows = order["_r"].to_numpy()
-    hits = order["_hit"].to_numpy()
-    donor_ok = ~hits & order["noise"].is_null().to_numpy() & order["tag"].is_null().to_numpy()
-    etype = order["event_type"].to_numpy()
-    batch = order["batch"].to_numpy()
-    batch_first = np.flatnonzero(np.r_[True, batch[1:] != batch[:-1]])
-    first_of = np.repeat(batch_first, np.diff(np.r_[batch_first, len(batch)]))
-    new_ids = ev["event_id"].to_numpy().copy()
-    took = np.zeros(ev.height, dtype=bool)
-    for t in np.unique(etype[hits]):
-        pool = donor_ok & (etype != t)
-        c = np.cumsum(pool)
-        before = np.where(first_of > 0, c[np.maximum(first_of - 1, 0)], 0)  # donors in earlier batches
-        victims = np.flatnonzero(hits & (etype == t) & (before > 0))
-        # Among the last 500 such donors: the clash is with recent ids, well inside dedup's window.
-        k = before[victims] - 1 - (rng.random(len(victims)) * np.minimum(before[victims], 500)).astype(np.int64)
-        donors = np.searchsorted(c, k + 1)
-        new_ids[rows[victims]] = new_ids[rows[donors]]
-        took[rows[victims]] = True
-    took_s = pl.Series(took)
-    return ev.with_columns(event_id=pl.Series(new_ids, dtype=pl.String),
-                           tag=pl.when(took_s).then(pl.lit(sc.spec)).otherwise(pl.col("tag")))
-
-
 def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: bool = False) -> Sample:
     """Write ``events.ndjson.gz``, ``profiles.parquet`` (and ``.csv`` on request) and ``truth.json``."""
     spec = spec or SampleSpec()
@@ -296,7 +265,7 @@ def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: 
                 tag=pl.when(pl.col("_hit")).then(pl.lit(sc.spec)).otherwise(pl.col("tag")),
             ).drop("_hit")
         elif sc.name == "id_reuse":
-            ev = _reuse_ids(ev, hit, sc, srng)
+            ev = reuse_ids(ev, hit, sc.segment["sdk_version"], sc.spec, srng)
 
     # Batches, arrival times, late clients.
     event_json = pl.struct(

@@ -36,7 +36,7 @@ def _frame(session, user, ts, etype, item, users: pl.DataFrame, start: datetime,
     day = ((ts - _np_ms(start)) // np.timedelta64(86_400_000, "ms")).astype(np.int64)
     ev = pl.DataFrame({"session": np.asarray(session, np.int64), "user": np.asarray(user, np.int64), "day": day, "ts": ts,
                        "event_id": _ids(rng, len(ts)), "event_type": etype, "item": np.asarray(item, np.int64)})
-    return ev.join(users, on="user", how="left")
+    return ev.join(users, on="user", how="left", maintain_order="left")
 
 
 def growth(ev: pl.DataFrame, reach: pl.Expr, segment: dict, share: float, window: tuple[datetime, datetime],
@@ -55,7 +55,7 @@ def growth(ev: pl.DataFrame, reach: pl.Expr, segment: dict, share: float, window
     """
     first_ts = ev.filter(reach).sort("ts").group_by("session", maintain_order=True).agg(pl.col("user").first(), pl.col("ts").first())
     active = first_ts["user"].n_unique()
-    n_users = int(round(share * active))
+    n_users = round(share * active)
     if n_users == 0:
         return ev.clear(), pl.DataFrame(schema={"user_id": pl.String, "country": pl.String, "segment": pl.String,
                                                 "signup_date": pl.Date})
@@ -98,9 +98,9 @@ def growth(ev: pl.DataFrame, reach: pl.Expr, segment: dict, share: float, window
     out = _frame(first_session + sess, owner[sess], ts, etype, rng.integers(0, 5000, len(sess)), users, start, rng)
 
     signup = out.group_by("user_id").agg(pl.col("ts").min().dt.date().alias("signup_date"))
-    profiles = users.select("user_id", "country").join(signup, on="user_id").with_columns(
+    profiles = users.select("user_id", "country").join(signup, on="user_id").sort("user_id").with_columns(
         segment=pl.Series(rng.choice(["free", "plus", "pro"], n_users, p=[0.8, 0.15, 0.05]))
-    ).select("user_id", "country", "segment", "signup_date").sort("user_id")
+    ).select("user_id", "country", "segment", "signup_date")
     return out, profiles
 
 

@@ -226,7 +226,7 @@ def demo(out, events, users, seed) -> None:
 
 @main.command()
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for events.ndjson.gz, profiles.parquet and truth.json.")
-@click.option("--events", default=50_000, show_default=True, help="Approximate number of real events.")
+@click.option("--events", type=int, help="Approximate number of real events (default: 8 per user and day).")
 @click.option("--users", default=2_000, show_default=True, help="Number of users.")
 @click.option("--days", default=1, show_default=True, help="Days of traffic.")
 @click.option("--start", default="2026-11-20T00:00:00Z", show_default=True, help="First day (ISO-8601, UTC).")
@@ -259,7 +259,7 @@ def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> 
     from dqkit.events.scenarios import parse_scenario
     from dqkit.spec import parse_time
 
-    if events < 1 or users < 1 or days < 1:
+    if (events is not None and events < 1) or users < 1 or days < 1:
         _fail(ValueError("--events, --users and --days must be positive"))
     try:
         parsed = tuple(parse_scenario(x) for x in scenarios)

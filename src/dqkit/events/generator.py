@@ -40,6 +40,8 @@ EVENT_TYPES = (("view", 0.5), ("tap", 0.2), ("scroll", 0.15), ("like", 0.08), ("
 _HOURLY = np.array([2, 1.5, 1, 1, 1, 1.5, 2.5, 4, 5, 5.5, 5.5, 5.5, 6, 6, 5.5, 5.5, 6, 6.5, 7, 7.5, 7, 6, 4.5, 3])
 _WEEKEND = 0.75  # weekend days see this share of a weekday's sessions
 _TS = "%Y-%m-%dT%H:%M:%S%.3fZ"
+EVENTS_PER_USER_DAY = 8
+"""Gives a DAU of about 55% of the users on weekdays and 15% fewer at the weekend."""
 _MAX_FUTURE_H = 24  # dqkit.events.schema.ValidationLimits.max_future_s
 
 
@@ -50,8 +52,10 @@ class SampleSpec:
     start: datetime = datetime(2026, 11, 20, tzinfo=UTC)
     days: int = 1
     users: int = 2_000
-    events: int = 50_000
-    """Approximate number of distinct real events (before retries, bots and noise)."""
+    events: int | None = None
+    """Approximate number of distinct real events (before retries, bots and noise); by default
+    :data:`EVENTS_PER_USER_DAY` per user and day, so that about half the users come on a
+    weekday, whatever the size of the product."""
     seed: int = 7
     retry_rate: float = 0.01
     """Share of batches resent later by the client (ordinary retries)."""
@@ -166,6 +170,8 @@ def _resolve(spec: SampleSpec, scenarios) -> list[Scenario]:
 def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: bool = False) -> Sample:
     """Write ``events.ndjson.gz``, ``profiles.parquet`` (and ``.csv`` on request) and ``truth.json``."""
     spec = spec or SampleSpec()
+    if spec.events is None:
+        spec = replace(spec, events=EVENTS_PER_USER_DAY * spec.users * spec.days)
     scen = _resolve(spec, spec.scenarios)
     rng = np.random.default_rng(spec.seed)
     # Scenarios draw from their own stream: the base traffic is the same with or without them.

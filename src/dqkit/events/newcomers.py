@@ -19,6 +19,7 @@ from dqkit.pipeline.geoip import default_geoip_dir
 
 BOT_EVENTS_PER_BOT = 40
 BOT_SESSION_LEN = 8
+BOT_HOSTS_PER_NET = 6
 BOT_DEFAULT_HOURS = 3
 """A bot burst without an end lasts this long (from ``start``, or 14:00 UTC of the first day)."""
 
@@ -125,8 +126,8 @@ def _networks(rng: np.random.Generator, country: str, count: int) -> list[int]:
 
 def bots(n_bots: int, window: tuple[datetime, datetime], segment: dict, start: datetime, rng: np.random.Generator,
          first_session: int, first_user: int) -> tuple[pl.DataFrame, list[str]]:
-    """``n_bots`` bots in ``window``: each with a fixed address in one of one or two /24s of
-    ``segment['country']``, on ``segment``'s platform and app version, doing
+    """``n_bots`` bots in ``window``: each with a fixed address among a few in one or two /24s
+    of ``segment['country']`` (two past 16 bots), on ``segment``'s platform and app version, doing
     :data:`BOT_EVENTS_PER_BOT` events in short sessions (events a second or two apart, sessions
     half an hour apart: :data:`BOT_SESSION_LEN` events each when the window holds five), views
     and taps of the same three items.
@@ -136,7 +137,10 @@ def bots(n_bots: int, window: tuple[datetime, datetime], segment: dict, start: d
     """
     nets = _networks(rng, segment["country"], 1 if n_bots <= 16 else 2)
     user = first_user + np.arange(n_bots)
-    addr = np.array(nets)[rng.integers(0, len(nets), n_bots)] + rng.integers(2, 255, n_bots)
+    # A handful of addresses per network (a data centre's hosts, a proxy's exits), shared by the bots.
+    pool = (np.array(nets)[:, None] + np.array([rng.choice(np.arange(2, 255), BOT_HOSTS_PER_NET, replace=False)
+                                                for _ in nets])).ravel()
+    addr = pool[rng.integers(0, len(pool), n_bots)]
     users = pl.DataFrame({
         "user": user.astype(np.int64), "user_id": [f"u_{i:07d}" for i in user], "country": segment["country"],
         "platform": segment["platform"], "activity": 1.0, "upgrade_day": 0,

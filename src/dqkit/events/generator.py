@@ -410,7 +410,7 @@ def _truth_doc(spec: SampleSpec, scen: list[Scenario], truth: dict, arrived: pl.
         "scenarios": [{
             "name": sc.name, "spec": sc.spec, "stage": sc.stage, "kind": sc.kind, "segment": sc.segment,
             "window": {"start": _iso(sc.start or spec.start), "end": _iso(sc.end or day_end)},
-            **({"cause": sc.cause} if sc.cause else {}),
+            "cause": sc.cause,
             **truth[sc.spec],
         } for sc in scen],
     }

@@ -268,7 +268,7 @@ def demo(out, events, users, seed) -> None:
 
 @main.command()
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Folder for events.ndjson.gz, profiles.parquet and truth.json.")
-@click.option("--events", default=50_000, show_default=True, help="Approximate number of real events.")
+@click.option("--events", type=int, help="Approximate number of real events (default: 8 per user and day).")
 @click.option("--users", default=2_000, show_default=True, help="Number of users.")
 @click.option("--days", default=1, show_default=True, help="Days of traffic.")
 @click.option("--start", default="2026-11-20T00:00:00Z", show_default=True, help="First day (ISO-8601, UTC).")
@@ -283,10 +283,15 @@ def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> 
       sdk_bad_timestamps  a segment's events carry malformed timestamps
       retry_storm         a segment's batches are resent magnitude times (default 5)
       event_id_collision  an SDK reuses event ids; real events are deduplicated away
+      id_reuse            an SDK (sdk_version=, required) gives events the ids of earlier,
+                          different events of other batches; dedup removes real events
       clock_skew          device clocks off by magnitude hours (default 30; beyond 24 h they are rejected)
-      bot_burst           magnitude bot users (default 50) flood the product
+      bot_burst           magnitude bots (default 50) without profiles, from one or two /24s on one
+                          client (default web, US), in short sessions over a few hours (default 3 h)
       late_delivery       a segment's batches arrive magnitude hours late (default 8)
       real_drop           a share (rate) of a segment's real users stop coming
+      real_growth         new users sign up in the window: magnitude extra users as a share of those
+                          active there (default 0.2), with profiles, on the newest app version
     Keys: start, end | duration, rate, platform, app_version, sdk_version, country, magnitude.
     A scenario that matched no events is named on stderr and the exit code is 4.
     Example: --scenario sdk_bad_timestamps:app_version=8.4.0,start=2026-11-20T10:00:00Z,duration=4h
@@ -300,15 +305,15 @@ def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> 
     from dqkit.events.scenarios import parse_scenario
     from dqkit.spec import parse_time
 
-    if events < 1 or users < 1 or days < 1:
+    if (events is not None and events < 1) or users < 1 or days < 1:
         _fail(ValueError("--events, --users and --days must be positive"))
     try:
         parsed = tuple(parse_scenario(x) for x in scenarios)
         first = parse_time(start, "--start")
+        s = gen(out, SampleSpec(start=first, events=events, users=users, days=days, seed=seed, scenarios=parsed),
+                profiles_csv=profiles_csv)
     except DqkitError as exc:
-        _fail(exc)
-    s = gen(out, SampleSpec(start=first, events=events, users=users, days=days, seed=seed, scenarios=parsed),
-            profiles_csv=profiles_csv)
+        _fail(exc)  # a scenario the sample cannot hold (given twice, a country without networks)
     click.echo(f"{s.events_path} ({s.batches:,} batches, {s.events:,} events); {s.profiles_path}; {s.truth_path}")
     _warn_unmatched("--scenario", json.loads(s.truth_path.read_text())["scenarios"])
 

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import gzip
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from dqkit.errors import ConfigError
+from dqkit.events import newcomers
+from dqkit.events.id_reuse import reuse_ids
 from dqkit.events.scenarios import Scenario
 from dqkit.paths import geoip_dir
 from dqkit.timefmt import iso_z
@@ -38,6 +41,8 @@ EVENT_TYPES = (("view", 0.5), ("tap", 0.2), ("scroll", 0.15), ("like", 0.08), ("
 _HOURLY = np.array([2, 1.5, 1, 1, 1, 1.5, 2.5, 4, 5, 5.5, 5.5, 5.5, 6, 6, 5.5, 5.5, 6, 6.5, 7, 7.5, 7, 6, 4.5, 3])
 _WEEKEND = 0.75  # weekend days see this share of a weekday's sessions
 _TS = "%Y-%m-%dT%H:%M:%S%.3fZ"
+EVENTS_PER_USER_DAY = 8
+"""Gives a DAU of about 55% of the users on weekdays and 15% fewer at the weekend."""
 _MAX_FUTURE_H = 24  # dqkit.events.schema.ValidationLimits.max_future_s
 
 
@@ -48,8 +53,10 @@ class SampleSpec:
     start: datetime = datetime(2026, 11, 20, tzinfo=UTC)
     days: int = 1
     users: int = 2_000
-    events: int = 50_000
-    """Approximate number of distinct real events (before retries, bots and noise)."""
+    events: int | None = None
+    """Approximate number of distinct real events (before retries, bots and noise); by default
+    :data:`EVENTS_PER_USER_DAY` per user and day, so that about half the users come on a
+    weekday, whatever the size of the product."""
     seed: int = 7
     retry_rate: float = 0.01
     """Share of batches resent later by the client (ordinary retries)."""
@@ -138,32 +145,37 @@ def _sessions(spec: SampleSpec, rng, users: pl.DataFrame) -> pl.DataFrame:
     return ev.with_columns(app_version=app).with_columns(sdk_version=pl.col("app_version").replace_strict(SDKS))
 
 
-def _bots(spec: SampleSpec, sc: Scenario, rng, base_session: int) -> pl.DataFrame:
-    bots = int(sc.magnitude or 50)
-    per_bot = 40
-    start = sc.start or spec.start
-    end = sc.end or (spec.start + timedelta(days=spec.days))
-    span_ms = max(1, int((end - start).total_seconds() * 1000))
-    n = bots * per_bot
-    platform = sc.segment.get("platform", "web")
-    country = sc.segment.get("country", "US")
-    app = sc.segment.get("app_version", VERSIONS[platform][1] if platform in VERSIONS else "2026.11.1")
-    session = base_session + np.repeat(np.arange(bots), per_bot)
-    offs = np.sort(rng.integers(0, span_ms, (bots, per_bot)), axis=1).ravel()
-    return pl.DataFrame({
-        "session": session, "user": -1 - np.repeat(np.arange(bots), per_bot), "day": 0,
-        "ts": np.datetime64(start.astimezone(UTC).replace(tzinfo=None), "ms") + offs.astype("timedelta64[ms]"),
-        "event_id": [f"{a:016x}{b:016x}" for a, b in rng.integers(0, 2**63, (n, 2)).tolist()],
-        "event_type": rng.choice(np.array(["view", "tap"], dtype=object), n), "item": rng.integers(0, 5000, n),
-        "user_id": [f"bot_{i:05d}" for i in np.repeat(np.arange(bots), per_bot)],
-        "country": country, "platform": platform, "activity": 1.0, "upgrade_day": 0, "client_ip": _ips(rng, np.full(n, country)),
-        "app_version": app, "sdk_version": sc.segment.get("sdk_version", SDKS.get(app, "1.0.0")),
-    }).with_columns(pl.col("user", "day").cast(pl.Int64), pl.col("upgrade_day").cast(pl.Int64))
+def _resolve(spec: SampleSpec, scenarios) -> list[Scenario]:
+    """Scenarios with what they leave to the sample filled in: a bot burst's few-hour window and
+    its exact client and country; a growth's window (the whole sample unless given)."""
+    seen: set[str] = set()
+    out = []
+    day_end = spec.start + timedelta(days=spec.days)
+    for sc in scenarios:
+        if sc.spec in seen:
+            raise ConfigError(f"--scenario {sc.spec!r} is given twice; give it once (or change its window or segment)")
+        seen.add(sc.spec)
+        if sc.name == "bot_burst":
+            seg = dict(sc.segment)
+            if "platform" not in seg:
+                seg["platform"] = next((p for p, v in VERSIONS.items() if seg.get("app_version") in v), "web")
+            seg.setdefault("app_version", VERSIONS.get(seg["platform"], VERSIONS["web"])[1])
+            seg.setdefault("sdk_version", SDKS.get(seg["app_version"], "1.0.0"))
+            seg.setdefault("country", "US")
+            start, end = newcomers.bot_window(sc.start, sc.end, spec.start)
+            sc = replace(sc, start=start, end=end, segment={k: seg[k] for k in ("platform", "app_version", "sdk_version", "country")})
+        elif sc.name == "real_growth":
+            sc = replace(sc, start=sc.start or spec.start, end=sc.end or day_end)
+        out.append(sc)
+    return out
 
 
 def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: bool = False) -> Sample:
     """Write ``events.ndjson.gz``, ``profiles.parquet`` (and ``.csv`` on request) and ``truth.json``."""
     spec = spec or SampleSpec()
+    if spec.events is None:
+        spec = replace(spec, events=EVENTS_PER_USER_DAY * spec.users * spec.days)
+    scen = _resolve(spec, spec.scenarios)
     rng = np.random.default_rng(spec.seed)
     # Scenarios draw from their own stream: the base traffic is the same with or without them.
     srng = np.random.default_rng([spec.seed, 1])
@@ -185,15 +197,14 @@ def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: 
         "segment": rng.choice(["free", "plus", "pro"], spec.users, p=[0.8, 0.15, 0.05]),
         "signup_date": [datetime.fromordinal(int(d)).date() for d in signup],
     }).filter(pl.Series(rng.random(spec.users) >= spec.missing_profile_rate))
-    profiles.write_parquet(out / "profiles.parquet")
-    if profiles_csv:
-        profiles.write_csv(out / "profiles.csv")
 
     ev = _sessions(spec, rng, users).with_columns(tag=pl.lit(None, pl.String))
     truth: dict[str, dict] = {}
-    scen = list(spec.scenarios)
+    lost: dict[str, pl.DataFrame] = {}  # per drop scenario: the (user_id, ts) of each event it removed
+    added: dict[str, pl.DataFrame] = {}  # per scenario that adds users: their ids
 
-    # Scenarios on who uses the product: a real drop removes sessions, bots add them.
+    # Scenarios on who uses the product: a real drop removes sessions, new users and bots add them.
+    next_user = spec.users
     for sc in scen:
         if sc.name == "real_drop":
             seg_users = ev.filter(_reach(sc, "ts")).select("user").unique().sort("user")
@@ -201,11 +212,27 @@ def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: 
             # A quitting user's sessions that start inside the window do not happen.
             gone = pl.col("user").is_in(quitting.implode()) & _reach(sc, "ts").first().over("session", order_by="ts")
             removed = ev.filter(gone)
-            truth[sc.spec] = {"events": removed.height, "users": removed["user_id"].n_unique()}
+            truth[sc.spec] = {"direction": "down", "events": removed.height, "users": removed["user_id"].n_unique()}
+            lost[sc.spec] = removed.select("user_id", "ts")
             ev = ev.filter(~gone)
-        elif sc.name == "bot_burst":
-            ev = pl.concat([ev, _bots(spec, sc, srng, int(ev["session"].max()) + 1).with_columns(tag=pl.lit(sc.spec))],
-                           how="vertical_relaxed")
+        elif sc.name in ("real_growth", "bot_burst"):
+            first_session = int(ev["session"].max()) + 1
+            if sc.name == "real_growth":
+                new, new_profiles = newcomers.growth(
+                    ev, _reach(sc, "ts"), sc.segment, sc.magnitude, (sc.start, sc.end), spec.start, srng, first_session,
+                    next_user, countries=COUNTRIES, platforms=PLATFORMS, versions=VERSIONS, sdks=SDKS,
+                    event_types=EVENT_TYPES, ips=_ips)
+                profiles = pl.concat([profiles, new_profiles])
+            else:
+                new, networks = newcomers.bots(int(sc.magnitude), (sc.start, sc.end), sc.segment, spec.start, srng,
+                                               first_session, next_user)
+                truth[sc.spec] = {"ip_networks": networks}
+            next_user += new["user"].n_unique()
+            added[sc.spec] = new.select("user_id").unique()
+            ev = pl.concat([ev, new.with_columns(tag=pl.lit(sc.spec)).select(ev.columns)], how="vertical_relaxed")
+    profiles.write_parquet(out / "profiles.parquet")
+    if profiles_csv:
+        profiles.write_csv(out / "profiles.csv")
 
     # Client batches: up to 20 consecutive events of a session, sent a little after the last one.
     ev = ev.sort("session", "ts").with_columns(batch_in_session=pl.int_range(pl.len()).over("session") // 20)
@@ -246,6 +273,8 @@ def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: 
                 .otherwise(pl.col("event_id")),
                 tag=pl.when(pl.col("_hit")).then(pl.lit(sc.spec)).otherwise(pl.col("tag")),
             ).drop("_hit")
+        elif sc.name == "id_reuse":
+            ev = reuse_ids(ev, hit, sc.segment["sdk_version"], sc.spec, srng)
 
     # Batches, arrival times, late clients.
     event_json = pl.struct(
@@ -299,19 +328,39 @@ def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: 
                   "platform", "app_version", "sdk_version", "country"), on="batch").sort("line", "event_index")
     arrived = arrived.with_columns(_expected(scen))
     for sc in scen:
-        if sc.name in ("real_drop",):
+        if sc.name == "real_drop":
             continue
         if sc.name == "retry_storm":
             mine = arrived.filter(pl.col("copy_tag") == sc.spec)
         elif sc.name == "late_delivery":
             mine = arrived.filter(pl.col("late") == sc.spec)
+        elif sc.spec in added:
+            # What the newcomers added to the warehouse: their events that load.
+            mine = arrived.filter(pl.col("user_id").is_in(added[sc.spec]["user_id"].implode()) & (pl.col("outcome") == "loaded"))
+        elif sc.name == "id_reuse":
+            # Every event carrying a reused id (the earlier owner's too, should it arrive later)
+            # that a correct dedup removes in every copy: real events that never land.
+            reused = ev.filter(pl.col("tag") == sc.spec)["event_id"].unique()
+            mine = arrived.filter(pl.col("event_id").is_in(reused.implode())).filter(
+                (pl.col("outcome") == "duplicate").all().over("batch", "event_index")).unique(["batch", "event_index"])
         else:
             mine = arrived.filter((pl.col("tag") == sc.spec) & pl.col("copy_tag").is_null())
-        if sc.kind == "drop":
+        if sc.kind == "drop" and sc.name != "id_reuse":
             mine = mine.filter(pl.col("outcome") == ("invalid" if sc.stage == "validate" else "duplicate"))
         elif sc.name == "retry_storm":
             mine = mine.filter(pl.col("outcome") == "duplicate")
-        truth[sc.spec] = {"events": mine.height, "users": mine["user_id"].drop_nulls().n_unique()}
+        truth[sc.spec] = {**truth.get(sc.spec, {}), "events": mine.height, "users": mine["user_id"].drop_nulls().n_unique()}
+        if sc.name == "real_growth":
+            truth[sc.spec] = {"direction": "up", **truth[sc.spec]}
+        if sc.kind == "drop":
+            lost[sc.spec] = mine.select("user_id", "ts")
+    # Users a drop took out of a day's DAU: active that day (by true event time), nothing loaded.
+    kept = arrived.filter(pl.col("outcome") == "loaded").select("user_id", day=pl.col("ts").dt.date()).unique()
+    for key, rows in lost.items():
+        days = rows.drop_nulls("user_id").select("user_id", day=pl.col("ts").dt.date()).unique()
+        gone = days.join(kept, on=["user_id", "day"], how="anti").group_by("day").len().sort("day")
+        truth[key]["users_lost"] = int(gone["len"].sum())
+        truth[key]["users_lost_by_day"] = {str(d): int(n) for d, n in gone.iter_rows()}
 
     # Write the lines.
     body = ev.group_by("batch").agg(pl.col("event_json").sort_by("event_index").str.join(","), pl.len().alias("count"))
@@ -364,6 +413,7 @@ def _truth_doc(spec: SampleSpec, scen: list[Scenario], truth: dict, arrived: pl.
         "scenarios": [{
             "name": sc.name, "spec": sc.spec, "stage": sc.stage, "kind": sc.kind, "segment": sc.segment,
             "window": {"start": _iso(sc.start or spec.start), "end": _iso(sc.end or day_end)},
+            "cause": sc.cause,
             **truth[sc.spec],
         } for sc in scen],
     }

@@ -9,10 +9,15 @@ Grammar (repeat ``--scenario``): ``NAME[:key=value,...]`` with keys ``start``, `
 | sdk_bad_timestamps | a segment's events carry malformed timestamps | validate, drop | - |
 | retry_storm | a segment's batches are resent many times | dedup, inflated | copies (default 5) |
 | event_id_collision | an SDK reuses the previous event's id: real events are deduplicated away | dedup, drop | - |
+| id_reuse | an SDK version (``sdk_version`` required) gives events ids of earlier, different events of other batches | dedup, drop | - |
 | clock_skew | a segment's device clocks are off | validate, drop (beyond 24 h) / client, degraded | hours (default 30) |
-| bot_burst | non-human users flood the product | client, inflated | bots (default 50) |
+| bot_burst | bots without profiles, from one or two /24s on one client, fire short sessions for a few hours (default 3 h) | client, inflated | bots (default 50) |
 | late_delivery | a segment's batches arrive hours late | client, delay | hours (default 8) |
 | real_drop | real users of a segment stop coming (healthy pipeline) | none, real_change | - |
+| real_growth | new users sign up and use the product (healthy pipeline) | none, real_change | extra users as a share of those active (default 0.2) |
+
+Each scenario's truth names its ``cause`` in words; a ``real_change`` says its ``direction``
+(``up`` or ``down``), and every drop says ``users_lost``: user-days whose every event it removed.
 """
 
 from __future__ import annotations
@@ -31,6 +36,19 @@ SCENARIOS = {
     "bot_burst": ("client", "inflated", 50.0),
     "late_delivery": ("client", "delay", 8.0),
     "real_drop": ("none", "real_change", None),
+    "real_growth": ("none", "real_change", 0.2),
+    "id_reuse": ("dedup", "drop", None),
+}
+CAUSES = {
+    "sdk_bad_timestamps": "SDK sends malformed timestamps",
+    "retry_storm": "clients resend the same batches",
+    "event_id_collision": "SDK repeats the previous event's id",
+    "id_reuse": "SDK reuses ids of earlier events across batches",
+    "clock_skew": "device clocks are off",
+    "bot_burst": "bot traffic",
+    "late_delivery": "clients deliver batches hours late",
+    "real_drop": "users stopped coming",
+    "real_growth": "new users signed up",
 }
 SEGMENT_KEYS = ("platform", "app_version", "sdk_version", "country")
 _KEYS = {"start", "end", "duration", "rate", "magnitude", *SEGMENT_KEYS}
@@ -62,6 +80,10 @@ class Scenario:
             return "degraded"
         return SCENARIOS[self.name][1]
 
+    @property
+    def cause(self) -> str:
+        return CAUSES[self.name]
+
 
 def parse_scenario(spec: str) -> Scenario:
     """Parse ``NAME[:key=value,...]``; a malformed spec raises :class:`ConfigError` naming the bad part."""
@@ -78,5 +100,9 @@ def parse_scenario(spec: str) -> Scenario:
             raise ConfigError(where + f"{name} takes no magnitude")
     if name in ("retry_storm", "bot_burst") and magnitude is not None and magnitude < 1:
         raise ConfigError(where + "magnitude must be at least 1")
+    if name == "real_growth" and not 0 < magnitude <= 10:
+        raise ConfigError(where + f"magnitude={magnitude:g} must be a share of extra users above 0 (0.2 is 20% more), at most 10")
+    if name == "id_reuse" and "sdk_version" not in kv:
+        raise ConfigError(where + "id_reuse needs the SDK that reuses ids, e.g. sdk_version=3.1.4")
     segment = {k: kv[k] for k in SEGMENT_KEYS if k in kv}
     return Scenario(name, start, end, rate(kv, where), segment, magnitude, spec.strip())

@@ -7,6 +7,8 @@ loads run on a fixed cadence. All times here are integer nanoseconds since the e
 
 from __future__ import annotations
 
+import time
+
 import polars as pl
 
 MIN_STAGE_NS = 1_000  # a stage that did something took at least a microsecond
@@ -29,3 +31,9 @@ def next_load(ready_ns: pl.Expr, interval_s: float) -> pl.Expr:
     """The first load at or after ``ready_ns`` on a cadence of ``interval_s``."""
     step = int(interval_s * 1e9)
     return ((ready_ns + step - 1) // step) * step
+
+
+def live_now() -> pl.Expr:
+    """The live clock (``ReplayConfig.clock = "live"``): the real time now, in nanoseconds.
+    Stages after it still add their measured times, so the spans show when each really ran."""
+    return pl.lit(time.time_ns(), pl.Int64)

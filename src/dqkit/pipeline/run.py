@@ -63,6 +63,10 @@ class ReplayConfig:
     """Where to write what the injected faults did (JSON), if anywhere."""
     tracing: bool = True
     """Build and export spans (off only to measure what tracing costs)."""
+    clock: str = "replay"
+    """``replay``: the replay clock (DESIGN section 7). ``live``: real time, for a pipeline fed by
+    the ingestion endpoint (:mod:`dqkit.live`): a chunk's batches enter when it is processed and
+    load when it is inserted (see :func:`dqkit.pipeline.clock.live_now`)."""
 
 
 @dataclass
@@ -172,7 +176,7 @@ class Replay:
         self.wh = Warehouse(warehouse)
         tcfg = telemetry if isinstance(telemetry, TelemetryConfig) else TelemetryConfig.from_env(telemetry)
         self.tcfg = TelemetryConfig(
-            out_dir=tcfg.out_dir, resource={**tcfg.resource, "dqkit.clock": "replay"},
+            out_dir=tcfg.out_dir, resource={**tcfg.resource, "dqkit.clock": self.config.clock},
             otlp_traces=tcfg.otlp_traces, otlp_metrics=tcfg.otlp_metrics, protocol=tcfg.protocol,
             shutdown_timeout_s=tcfg.shutdown_timeout_s,
         )
@@ -223,7 +227,10 @@ class Replay:
             return
         ids = spans.delivery_ids(chunk.deliveries.get_column("delivery_key"))
         deliveries = chunk.deliveries.sort("line_no").join(ids, on="delivery_key", how="left")
-        deliveries = deliveries.with_columns(clock.entry_times(deliveries, self.watermark_ns))
+        if self.config.clock == "live":
+            deliveries = deliveries.with_columns(t_enter=clock.live_now())
+        else:
+            deliveries = deliveries.with_columns(clock.entry_times(deliveries, self.watermark_ns))
         events = chunk.events.join(deliveries.select("delivery_key", "trace_id"), on="delivery_key", how="left")
         total_events = max(int(deliveries.get_column("event_count").sum()), 1)
 
@@ -295,7 +302,10 @@ class Replay:
                            + self._batch_delay(d, "profile_slow", "t_consumed"))
         d = d.with_columns(t_geo=pl.col("t_profiled") + clock.amortized(t.get("enrich.geo_ip", 0), share_pub))
         d = d.with_columns(t_enriched=pl.col("t_geo") + clock.amortized(t.get("enrich.session", 0), share_pub))
-        d = d.with_columns(t_load=clock.next_load(pl.col("t_enriched"), self.config.load_interval_s))
+        if self.config.clock == "live":  # one load, now
+            d = d.with_columns(t_load=pl.max_horizontal(pl.col("t_enriched").max(), clock.live_now()))
+        else:
+            d = d.with_columns(t_load=clock.next_load(pl.col("t_enriched"), self.config.load_interval_s))
         # The ingest and enrich spans need nothing from the warehouse: they are rendered on the
         # writer thread while this chunk is partitioned and inserted, so that only the load
         # spans are left to render once the last chunk is done.

@@ -8,6 +8,7 @@ batch they carried, with that batch's row count on the link.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import duckdb
@@ -55,6 +56,13 @@ _DELIVERY_IDS = {
 }
 
 
+def delivery_trace_id(key: str) -> str:
+    """The trace id :func:`delivery_ids` gives ``key``, computed alone (the ingestion endpoint
+    starts a delivery's trace with it before the pipeline sees the delivery)."""
+    salt, start, length = _DELIVERY_IDS["trace_id"]
+    return hashlib.sha256(f"{salt}:{key}".encode()).hexdigest()[start:start + length]
+
+
 def delivery_ids(keys: list[str] | pl.Series) -> pl.DataFrame:
     """Deterministic trace and span ids for deliveries (a replay of the same input gets the same ids)."""
     keys = pl.Series("delivery_key", keys, dtype=pl.String)
@@ -84,8 +92,11 @@ def ingest_spans(d: pl.DataFrame, queue_system: str, topic: str) -> list[pa.Larg
         s("client.platform", pl.col("platform")), s("client.app_version", pl.col("app_version")),
         s("client.sdk_version", pl.col("sdk_version")),
     )
+    # A delivery that came through the ingestion endpoint carries the span that received it
+    # (``parent_span_id``, from the queue record's ``traceparent``): the ingest span is its child.
+    parent = "parent_span_id" if "parent_span_id" in d.columns else None
     ingest = _span(
-        d, "analytics.ingest_batch", "trace_id", "sid_ingest", None, "t_enter", "t_published", KIND_SERVER,
+        d, "analytics.ingest_batch", "trace_id", "sid_ingest", parent, "t_enter", "t_published", KIND_SERVER,
         s("batch.id", pl.col("batch_id")), i("batch.event_count", pl.col("received")), *client,
         i("ingestion.accepted", pl.col("published")),
         i("ingestion.rejected", pl.col("invalid") + pl.col("duplicate")),

@@ -1,0 +1,122 @@
+"""The consumer: queue records through the pipeline into the warehouse, then the queue offsets.
+
+Per poll: the records become one chunk (:class:`dqkit.live.lines.LineParser`), which
+:class:`dqkit.pipeline.run.Replay` processes and commits to the warehouse (``process`` +
+``flush``); only then are the records' offsets committed. A crash between the two redelivers
+records whose deliveries the warehouse already holds, and the pipeline skips them by delivery
+key (and would drop their events by event id): effectively once.
+
+DuckDB lets one process write a file, so one consumer is the *loader*: the first to open the
+warehouse. Further consumers (``--consumers N``) are hot standbys that wait for the warehouse's
+lock and take over, from the committed offsets, when the loader stops or dies. They add
+availability, not throughput: the pipeline's dedup and session state live in the loader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dqkit.errors import WarehouseBusyError
+from dqkit.live.lines import LineParser
+from dqkit.live.queues import QueueSpec, open_source
+
+log = logging.getLogger(__name__)
+
+CRASH_ENV = "DQKIT_CONSUMER_CRASH_AFTER_COMMITS"
+"""Fault injection for tests: the consumer kills itself (SIGKILL) right after this many
+warehouse commits, before committing the queue offsets of the last one."""
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """Settings of one consumer."""
+
+    max_records: int = 2_000
+    """Records (client batches) taken into one chunk at most."""
+    poll_s: float = 0.2
+    """How long a poll waits for the first record."""
+    linger_s: float = 0.05
+    """After the first record, how long to wait for more to fill the chunk."""
+    standby_poll_s: float = 0.5
+    """How often a standby tries the warehouse's lock."""
+
+
+@dataclass
+class ConsumeResult:
+    chunks: int = 0
+    records: int = 0
+    ledger: object = None
+    run_id: str = ""
+
+
+def _open_run(warehouse, telemetry, profiles, geoip, stop: threading.Event, poll_s: float):
+    """The pipeline run, once this process holds the warehouse (a standby waits here)."""
+    from dqkit.pipeline.run import Replay, ReplayConfig
+
+    waited = False
+    while True:
+        try:
+            run = Replay(warehouse, telemetry, profiles=profiles, geoip=geoip, config=ReplayConfig(clock="live"))
+            if waited:
+                log.warning("consumer %d took over the warehouse", os.getpid())
+            return run
+        except WarehouseBusyError:
+            if not waited:
+                log.info("consumer %d is a standby: another process writes %s", os.getpid(), warehouse)
+            waited = True
+            if stop.wait(poll_s):
+                return None
+
+
+def consume(queue: QueueSpec, warehouse: str | Path, telemetry: str | Path, profiles=None, geoip=None,
+            config: ConsumerConfig | None = None, stop: threading.Event | None = None,
+            on_chunk=None) -> ConsumeResult:
+    """Consume ``queue`` into ``warehouse`` until ``stop`` is set, then drain what is left.
+
+    Args:
+        queue: where the ingestion endpoint writes (:func:`dqkit.live.queues.parse_queue`).
+        warehouse, telemetry, profiles, geoip: as for :func:`dqkit.pipeline.run.replay`.
+        stop: set it (SIGTERM does, in ``dqkit consume``) to finish: the queue is read until
+            empty, the last chunk committed, the run's spans and metrics flushed.
+        on_chunk: called after each committed chunk with ``(records, ledger)``.
+    """
+    cfg = config or ConsumerConfig()
+    stop = stop or threading.Event()
+    crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
+    out = ConsumeResult()
+    run = _open_run(warehouse, telemetry, profiles, geoip, stop, cfg.standby_poll_s)
+    if run is None:  # stopped while standing by
+        return out
+    source = open_source(queue)
+    parser = LineParser()
+    try:
+        while True:
+            records = source.poll(cfg.max_records, cfg.poll_s)
+            if records and len(records) < cfg.max_records and cfg.linger_s:
+                time.sleep(cfg.linger_s)
+                records += source.poll(cfg.max_records - len(records), 0)
+            if not records:
+                if stop.is_set():
+                    break  # drained
+                continue
+            run.process(parser.parse(records, derive_context=source.system == "embedded"))
+            run.flush()  # the warehouse commit ...
+            out.chunks += 1
+            out.records += len(records)
+            if crash_after and out.chunks >= crash_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            source.commit(records)  # ... and only then the queue's offsets
+            if on_chunk:
+                on_chunk(len(records), run.ledger)
+    finally:
+        source.close()
+        result = run.close(f"live:{source.system}:{source.topic}")
+        out.ledger = result.ledger
+        out.run_id = result.run_id
+    return out

@@ -171,7 +171,8 @@ def serve(warehouse, telemetry, host, port, queue, consumers, write_key, max_bod
 @click.option("--telemetry", "-t", required=True, type=click.Path(path_type=Path), help="Folder for traces.jsonl and metrics.jsonl.")
 @click.option("--profiles", type=click.Path(path_type=Path), help="User profiles: CSV or Parquet.")
 @click.option("--geoip", type=click.Path(path_type=Path), help="A MaxMind .mmdb file, or a directory of range tables.")
-def consume(queue, warehouse, telemetry, profiles, geoip) -> None:
+@click.option("--stop-on-stdin-eof", is_flag=True, hidden=True, help="Drain and exit when stdin closes (how `dqkit serve` stops its consumers).")
+def consume(queue, warehouse, telemetry, profiles, geoip, stop_on_stdin_eof) -> None:
     """Load what `dqkit serve` queued into the warehouse; queue offsets are committed after each warehouse commit.
 
     The first consumer to open the warehouse loads it; others wait as standbys and take over
@@ -188,6 +189,8 @@ def consume(queue, warehouse, telemetry, profiles, geoip) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if stop_on_stdin_eof:
+        threading.Thread(target=lambda: (sys.stdin.buffer.read(), stop.set()), daemon=True).start()
     try:
         result = run(parse_queue(queue, warehouse), warehouse, telemetry, profiles=profiles, geoip=geoip, stop=stop)
     except DqkitError as exc:

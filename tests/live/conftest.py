@@ -89,10 +89,10 @@ def native(bid: str, n: int, user: str = "u_1", start: int = 0, platform: str = 
                        for i in range(start, start + n)]}
 
 
-def post_all(url: str, bodies: list[dict], workers: int = 4) -> list[tuple[str, int]]:
+def post_all(url: str, bodies: list[dict], workers: int = 4, out: list | None = None) -> list[tuple[str, int]]:
     """POST each body to ``url`` (native ``/batch``) from a few threads; (batch_id, status) per request
-    (status 0 when the connection failed)."""
-    out: list[tuple[str, int]] = []
+    (status 0 when the connection failed), appended to ``out`` as they come."""
+    out = [] if out is None else out
     lock = threading.Lock()
     it = iter(bodies)
 

@@ -8,7 +8,6 @@ flush their own spans and metrics before they exit.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -23,17 +22,9 @@ from dqkit.live.trace import RequestSpans
 log = logging.getLogger(__name__)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """A consumer gets SIGTERM (so it drains and exits) if ``dqkit serve`` dies, even by kill -9."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def consumer_command(queue: str, warehouse: Path, telemetry: Path, profiles: Path | None, geoip: Path | None) -> list[str]:
     cmd = [sys.executable, "-m", "dqkit.cli", "consume", "--queue", queue, "--warehouse", str(warehouse),
-           "--telemetry", str(telemetry)]
+           "--telemetry", str(telemetry), "--stop-on-stdin-eof"]
     if profiles:
         cmd += ["--profiles", str(profiles)]
     if geoip:
@@ -62,7 +53,9 @@ def serve(warehouse: Path, telemetry: Path, queue: str = "embedded", host: str =
             else:
                 self.should_exit = True
 
-    procs = [subprocess.Popen(consumer_command(queue, warehouse, telemetry, profiles, geoip), preexec_fn=_die_with_parent)
+    # A consumer stops when its stdin closes: when this process closes it below, or dies (even
+    # by kill -9). A signal could arrive before the consumer has set up its handler; EOF cannot be missed.
+    procs = [subprocess.Popen(consumer_command(queue, warehouse, telemetry, profiles, geoip), stdin=subprocess.PIPE)
              for _ in range(consumers)]
     print(f"dqkit serve: http://{host}:{port} (queue {sink.system} {sink.topic}, {consumers} consumer process(es), "
           f"pid {os.getpid()})", file=sys.stderr, flush=True)
@@ -74,8 +67,7 @@ def serve(warehouse: Path, telemetry: Path, queue: str = "embedded", host: str =
         sink.close()
         spans.close()
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+            p.stdin.close()
         for p in procs:
             try:
                 p.wait(timeout=120)

@@ -102,8 +102,8 @@ def consume(queue: QueueSpec, warehouse: str | Path, telemetry: str | Path, prof
                 time.sleep(cfg.linger_s)
                 records += source.poll(cfg.max_records - len(records), 0)
             if not records:
-                if stop.is_set():
-                    break  # drained
+                if stop.is_set() and source.drained():
+                    break
                 continue
             run.process(parser.parse(records, derive_context=source.system == "embedded"))
             run.flush()  # the warehouse commit ...

@@ -119,6 +119,11 @@ class KafkaSource:
         committed = self._consumer.committed([ck.TopicPartition(topic, p) for p in parts], timeout=15)
         self._consumer.assign(committed)
         self.partitions = len(parts)
+        # The next offset to read per partition (for :meth:`drained`).
+        self._next = {tp.partition: tp.offset for tp in committed}
+        for p, off in self._next.items():
+            if off < 0:
+                self._next[p] = self._consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=15)[0]
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         out = []
@@ -129,7 +134,16 @@ class KafkaSource:
                 raise DqkitError(f"Kafka consumer error: {m.error().str()}")
             tp = dict(m.headers() or []).get("traceparent")
             out.append(Record(m.value(), m.partition(), m.offset(), traceparent=tp.decode("ascii", "replace") if tp else None))
+            self._next[m.partition()] = max(self._next.get(m.partition(), 0), m.offset() + 1)
         return out
+
+    def drained(self) -> bool:
+        """Every partition read up to its high watermark (asked of the broker, not the cache)."""
+        for p, nxt in self._next.items():
+            _, high = self._consumer.get_watermark_offsets(self._ck.TopicPartition(self.topic, p), timeout=15, cached=False)
+            if nxt < high:
+                return False
+        return True
 
     def commit(self, records: list[Record]) -> None:
         upto: dict[int, int] = {}

@@ -68,6 +68,17 @@ def test_kafka_endpoint_two_consumers_and_trace_continuity(tmp_path, kafka_broke
         JOIN span_links l ON l.link_trace_id = e.trace_id AND l.link_span_id = e.span_id AND l.name = 'analytics.warehouse.insert'
         WHERE h.name = 'POST /batch'""", params=[topic]).fetchall()[0]
     assert chain[0] == 30 and chain[1] > 1 and chain[2], chain
+    # The consumer's batch receive spans: message counts, and a link to each record's send span
+    # with its partition and offset.
+    recv = sd.con.sql("""
+        SELECT sum(try_cast(r.attrs['messaging.batch.message_count'] AS BIGINT)),
+               (SELECT count(*) FROM span_links l JOIN spans s ON s.trace_id = l.link_trace_id AND s.span_id = l.link_span_id
+                WHERE l.name LIKE 'receive %' AND s.kind = 4 AND l.attrs['messaging.kafka.offset'] IS NOT NULL
+                  AND l.attrs['messaging.destination.partition.id'] = s.attrs['messaging.destination.partition.id']
+                  AND l.attrs['messaging.kafka.offset'] = s.attrs['messaging.kafka.offset'])
+        FROM spans r WHERE r.name = ? AND r.kind = 5 AND r.attrs['messaging.consumer.group.name'] = 'dqkit-loader'""",
+        params=[f"receive {topic}"]).fetchall()[0]
+    assert recv == (30, 30), recv
 
 
 def test_kafka_loader_killed_between_commits_standby_takes_over(tmp_path, kafka_broker):

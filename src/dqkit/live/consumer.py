@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dqkit.errors import WarehouseBusyError
+from dqkit.live.envelope import delivery_key
 from dqkit.live.lines import LineParser
+from dqkit.pipeline.spans import delivery_trace_id
 from dqkit.live.queues import QueueSpec, open_source
+from dqkit.live.trace import ReceiveSpans
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +98,10 @@ def consume(queue: QueueSpec, warehouse: str | Path, telemetry: str | Path, prof
         return out
     source = open_source(queue)
     parser = LineParser()
+    receive = ReceiveSpans(telemetry, source.system, source.topic, getattr(source, "group", None))
     try:
         while True:
+            t_poll = time.time_ns()
             records = source.poll(cfg.max_records, cfg.poll_s)
             if records and len(records) < cfg.max_records and cfg.linger_s:
                 time.sleep(cfg.linger_s)
@@ -105,18 +110,33 @@ def consume(queue: QueueSpec, warehouse: str | Path, telemetry: str | Path, prof
                 if stop.is_set() and source.drained():
                     break
                 continue
-            run.process(parser.parse(records, derive_context=source.system == "embedded"))
+            t_polled = time.time_ns()
+            chunk = parser.parse(records, derive_context=source.system == "embedded")
+            run.process(chunk)
             run.flush()  # the warehouse commit ...
             out.chunks += 1
             out.records += len(records)
             if crash_after and out.chunks >= crash_after:
                 os.kill(os.getpid(), signal.SIGKILL)
             source.commit(records)  # ... and only then the queue's offsets
+            receive.emit(_contexts(chunk, records), t_poll, t_polled)
             if on_chunk:
                 on_chunk(len(records), run.ledger)
     finally:
         source.close()
+        receive.close()
         result = run.close(f"live:{source.system}:{source.topic}")
         out.ledger = result.ledger
         out.run_id = result.run_id
+    return out
+
+
+def _contexts(chunk, records) -> list[tuple[str, str, int, int]]:
+    """(trace id, send span id, partition, offset) of each record whose delivery names its sender."""
+    parents = dict(zip(*chunk.deliveries.select("delivery_key", "parent_span_id").to_dict(as_series=False).values()))
+    out = []
+    for r in records:
+        key = delivery_key(r.value.rstrip(b"\r\n"))
+        if parents.get(key):
+            out.append((delivery_trace_id(key), parents[key], r.partition, r.offset))
     return out

@@ -108,7 +108,7 @@ class KafkaSource:
     def __init__(self, bootstrap: str, topic: str, group: str = GROUP, partitions: int = DEFAULT_PARTITIONS) -> None:
         ck = _kafka()
         self._ck = ck
-        self.topic = topic
+        self.topic, self.group = topic, group
         ensure_topic(bootstrap, topic, partitions)
         self._consumer = ck.Consumer({
             "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,

@@ -15,7 +15,7 @@ import threading
 
 import polars as pl
 
-from dqkit.otlp_json import KIND_PRODUCER, KIND_SERVER, i, s, span
+from dqkit.otlp_json import KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER, i, link_arrays, s, span
 from dqkit.telemetry import Telemetry, TelemetryConfig
 
 SERVE_TRACES = "traces-serve.jsonl"
@@ -85,3 +85,42 @@ class RequestSpans:
         self.flush()
         self.telemetry.close()
 
+
+
+CONSUME_TRACES = "traces-consume.jsonl"
+
+
+class ReceiveSpans:
+    """The consumer's side: one ``receive {topic}`` span per chunk of records (its own trace), with
+    ``messaging.batch.message_count`` and a link to each record's send span carrying the record's
+    partition and offset (the messaging conventions' batch receive). Written after the chunk's
+    warehouse commit to ``traces-consume.jsonl``."""
+
+    def __init__(self, telemetry_dir, system: str, topic: str, group: str | None = None) -> None:
+        base = TelemetryConfig.from_env(telemetry_dir)
+        self.telemetry = Telemetry(TelemetryConfig(
+            out_dir=base.out_dir, resource={**base.resource, "dqkit.clock": "live", "dqkit.process": "consume"},
+            otlp_traces=base.otlp_traces, otlp_metrics=False, protocol=base.protocol, traces_file=CONSUME_TRACES))
+        self.telemetry.recover(set())  # a loader killed mid-write leaves at most part of a line
+        self.system, self.topic, self.group = system, topic, group
+
+    def emit(self, contexts: list[tuple[str, str, int, int]], t_start: int, t_end: int) -> None:
+        """``contexts``: (trace id, send span id, partition, offset) per record that named its sender."""
+        trace_id, span_id = os.urandom(16).hex(), os.urandom(8).hex()
+        links = link_arrays(
+            pl.DataFrame(contexts, schema={"t": pl.String, "s": pl.String, "partition": pl.Int64, "offset": pl.Int64},
+                         orient="row").with_columns(sid=pl.lit(span_id)),
+            "sid", "t", "s", [s("messaging.destination.partition.id", pl.col("partition").cast(pl.String)),
+                             i("messaging.kafka.offset" if self.system == "kafka" else "dqkit.queue.offset", pl.col("offset"))])
+        f = pl.DataFrame({"trace_id": [trace_id], "sid": [span_id], "t0": [t_start], "t1": [t_end],
+                          "n": [len(contexts)]}).join(links, on="sid", how="left")
+        attrs = [s("messaging.system", self.system), s("messaging.destination.name", self.topic),
+                 s("messaging.operation.type", "receive"), s("messaging.operation.name", "poll"),
+                 i("messaging.batch.message_count", pl.col("n"))]
+        if self.group:
+            attrs.append(s("messaging.consumer.group.name", self.group))
+        self.telemetry.emit_spans([span(f, f"receive {self.topic}", KIND_CONSUMER, pl.col("trace_id"), pl.col("sid"), None,
+                                        pl.col("t0"), pl.col("t1"), attrs, links=pl.col("links"))])
+
+    def close(self) -> None:
+        self.telemetry.close()

@@ -10,6 +10,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from tests.conftest import Run, assert_balanced
 from tests.live.conftest import Serve, consumer, native, post_all
 
@@ -64,6 +66,7 @@ def test_consumer_killed_between_warehouse_and_offset_commit(tmp_path):
     check(run, acked_ids(first + second))
 
 
+@pytest.mark.slow  # ~15 s: two endpoint processes and a retry of every unacknowledged request
 def test_server_killed_mid_request(tmp_path):
     srv = Serve(tmp_path)
     bodies = [native(f"k{n}", EVENTS, user=f"u{n % 7}") for n in range(600)]

@@ -60,7 +60,8 @@ def test_each_call_and_the_native_batch(endpoint):
     for kind in ("track", "identify", "page", "screen"):
         assert c.post(f"/v1/{kind}", json={"messageId": f"m-{kind}", "userId": "u", "event": "E",
                                            "timestamp": "2026-12-01T10:00:00Z"}).status_code == 200
-    assert c.post("/batch", json={"batch_id": "b1", "client": {"platform": "ios"}, "events": [{"event_id": "e1"}]}).status_code == 200
+    native = {"batch_id": "b1", "client": {"platform": "ios"}, "events": [{"event_id": "e1"}]}
+    assert c.post("/batch", json=native).status_code == 200
     got = [json.loads(x) for x in lines(c.folder)]
     assert [g["batch"][0]["type"] for g in got[:4]] == ["track", "identify", "page", "screen"]
     assert got[4]["batch_id"] == "b1" and got[4]["received_at"].endswith("Z")

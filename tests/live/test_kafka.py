@@ -9,6 +9,7 @@ import signal
 import time
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from dqkit.investigate.spans import load_spans
@@ -81,8 +82,9 @@ def test_kafka_endpoint_two_consumers_and_trace_continuity(tmp_path, kafka_broke
     assert recv == (30, 30), recv
 
 
+@pytest.mark.slow  # ~15 s: three processes and a takeover
 def test_kafka_loader_killed_between_commits_standby_takes_over(tmp_path, kafka_broker):
-    topic, url = topic_url(kafka_broker)
+    _, url = topic_url(kafka_broker)
     srv = Serve(tmp_path, queue=url, consumers=0)
     first = post_all(srv.url, [native(f"a{n}", EVENTS, user=f"u{n % 5}") for n in range(20)])
     loader = consumer(tmp_path, url, "loader.log", DQKIT_CONSUMER_CRASH_AFTER_COMMITS="1")

@@ -4,4 +4,4 @@ from dqkit.live.app import EndpointConfig, build_app
 from dqkit.live.consumer import ConsumerConfig, consume
 from dqkit.live.queues import parse_queue
 
-__all__ = ["EndpointConfig", "build_app", "ConsumerConfig", "consume", "parse_queue"]
+__all__ = ["ConsumerConfig", "EndpointConfig", "build_app", "consume", "parse_queue"]

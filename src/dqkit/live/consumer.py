@@ -25,9 +25,9 @@ from pathlib import Path
 from dqkit.errors import WarehouseBusyError
 from dqkit.live.envelope import delivery_key
 from dqkit.live.lines import LineParser
-from dqkit.pipeline.spans import delivery_trace_id
 from dqkit.live.queues import QueueSpec, open_source
 from dqkit.live.trace import ReceiveSpans
+from dqkit.pipeline.spans import delivery_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,10 @@ class ConsumeResult:
     run_id: str = ""
 
 
-def _open_run(warehouse, telemetry, profiles, geoip, stop: threading.Event, poll_s: float):
-    """The pipeline run, once this process holds the warehouse (a standby waits here)."""
+def _open_run(queue: QueueSpec, warehouse, telemetry, profiles, geoip, stop: threading.Event, poll_s: float):
+    """The pipeline run, once this process holds the warehouse (a standby waits here). A standby
+    told to stop still waits while records are left that no one committed (the loader may have
+    stopped before the last requests came in), then takes over and drains them."""
     from dqkit.pipeline.run import Replay, ReplayConfig
 
     waited = False
@@ -73,8 +75,17 @@ def _open_run(warehouse, telemetry, profiles, geoip, stop: threading.Event, poll
             if not waited:
                 log.info("consumer %d is a standby: another process writes %s", os.getpid(), warehouse)
             waited = True
-            if stop.wait(poll_s):
+            if stop.wait(poll_s) and _settled(queue):
                 return None
+
+
+def _settled(queue: QueueSpec) -> bool:
+    """Whether every record in the queue has been committed."""
+    source = open_source(queue)
+    try:
+        return source.drained()
+    finally:
+        source.close()
 
 
 def consume(queue: QueueSpec, warehouse: str | Path, telemetry: str | Path, profiles=None, geoip=None,
@@ -93,13 +104,14 @@ def consume(queue: QueueSpec, warehouse: str | Path, telemetry: str | Path, prof
     stop = stop or threading.Event()
     crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
     out = ConsumeResult()
-    run = _open_run(warehouse, telemetry, profiles, geoip, stop, cfg.standby_poll_s)
+    run = _open_run(queue, warehouse, telemetry, profiles, geoip, stop, cfg.standby_poll_s)
     if run is None:  # stopped while standing by
         return out
-    source = open_source(queue)
+    source = receive = None
     parser = LineParser()
-    receive = ReceiveSpans(telemetry, source.system, source.topic, getattr(source, "group", None))
     try:
+        source = open_source(queue)
+        receive = ReceiveSpans(telemetry, source.system, source.topic, getattr(source, "group", None))
         while True:
             t_poll = time.time_ns()
             records = source.poll(cfg.max_records, cfg.poll_s)
@@ -123,9 +135,11 @@ def consume(queue: QueueSpec, warehouse: str | Path, telemetry: str | Path, prof
             if on_chunk:
                 on_chunk(len(records), run.ledger)
     finally:
-        source.close()
-        receive.close()
-        result = run.close(f"live:{source.system}:{source.topic}")
+        if source is not None:
+            source.close()
+        if receive is not None:
+            receive.close()
+        result = run.close(f"live:{queue.system}:{source.topic if source else queue.topic}")
         out.ledger = result.ledger
         out.run_id = result.run_id
     return out

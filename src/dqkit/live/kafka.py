@@ -37,13 +37,17 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
     ck = _kafka()
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000)})
+    fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+                              request_timeout=timeout_s)[topic]
     try:
-        fut.result(timeout_s)
+        fut.result(timeout_s + 5)
     except ck.KafkaException as exc:
         if exc.args[0].code() != ck.KafkaError.TOPIC_ALREADY_EXISTS:
             raise DqkitError(f"cannot create Kafka topic {topic!r} on {bootstrap}: {exc.args[0].str()}") from None
+    except TimeoutError:
+        raise DqkitError(f"no answer from Kafka at {bootstrap} within {timeout_s:.0f} s; check --queue and that the "
+                         "brokers are up") from None
 
 
 class KafkaSink:

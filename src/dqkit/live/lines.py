@@ -58,7 +58,7 @@ class LineParser:
         # The receiving span, where the record names one in this delivery's own trace (a record
         # from another producer keeps the pipeline's root ingest span).
         parents = []
-        for key, rec in zip(keys, records):
+        for key, rec in zip(keys, records, strict=True):
             ctx = parse_traceparent(rec.traceparent)
             if ctx is None and derive_context:
                 ctx = delivery_trace_id(key), receive_span_id(key)

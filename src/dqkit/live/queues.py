@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import os
 import queue
 import threading
@@ -316,8 +317,8 @@ class LogSource:
             nxt = segs[n + 1][0] if n + 1 < len(segs) else None
             if nxt is not None and nxt <= self.position:
                 continue
-            if base > self.position:  # the segment holding the position was deleted: the data is gone
-                self.position = base
+            # (a position before this segment: its own segment was deleted, so that data is gone)
+            self.position = max(self.position, base)
             with open(path, "rb") as fh:
                 fh.seek(self.position - base)
                 block = fh.read(self.read_bytes)
@@ -353,12 +354,17 @@ class LogSource:
         _fsync_dir(self.folder)
         # Segments wholly before the committed offset are done with (never the last one: it is written).
         segs = _segments(self.folder)
-        for (_, path), (nxt, _) in zip(segs, segs[1:]):
+        for (_, path), (nxt, _) in itertools.pairwise(segs):
             if nxt <= upto:
                 path.unlink(missing_ok=True)
 
     def drained(self) -> bool:
-        return True  # reading the log is exact: an empty poll means nothing whole is left
+        """No whole line after the position (a partial last line was never acknowledged)."""
+        at = self.position
+        try:
+            return not self._read(1)
+        finally:
+            self.position = at
 
     def close(self) -> None:
         pass

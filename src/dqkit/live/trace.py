@@ -15,7 +15,15 @@ import threading
 
 import polars as pl
 
-from dqkit.otlp_json import KIND_CONSUMER, KIND_PRODUCER, KIND_SERVER, i, link_arrays, s, span
+from dqkit.otlp_json import (
+    KIND_CONSUMER,
+    KIND_PRODUCER,
+    KIND_SERVER,
+    i,
+    link_arrays,
+    s,
+    span,
+)
 from dqkit.telemetry import Telemetry, TelemetryConfig
 
 SERVE_TRACES = "traces-serve.jsonl"
@@ -45,7 +53,8 @@ class RequestSpans:
 
     def add(self, trace_id: str, send_sid: str, route: str, status: int, body_bytes: int, events: int,
             t_start: int, t_sent: int, t_end: int, partition: int, offset: int) -> None:
-        row = (trace_id, os.urandom(8).hex(), send_sid, route, status, body_bytes, events, t_start, t_sent, t_end, partition, offset)
+        row = (trace_id, os.urandom(8).hex(), send_sid, route, status, body_bytes, events, t_start, t_sent, t_end,
+               partition, offset)
         with self._lock:
             self._rows.append(row)
 

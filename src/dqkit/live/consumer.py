@@ -115,9 +115,11 @@ def consume(queue: QueueSpec, warehouse: str | Path, telemetry: str | Path, prof
         while True:
             t_poll = time.time_ns()
             records = source.poll(cfg.max_records, cfg.poll_s)
-            if records and len(records) < cfg.max_records and cfg.linger_s:
-                time.sleep(cfg.linger_s)
-                records += source.poll(cfg.max_records - len(records), 0)
+            # Fewer, bigger chunks: each has a fixed cost (a parse query, a commit), which at a
+            # trickle of requests would take the CPU from the endpoint.
+            linger_until = time.monotonic() + cfg.linger_s
+            while records and len(records) < cfg.max_records and time.monotonic() < linger_until:
+                records += source.poll(cfg.max_records - len(records), max(0.0, linger_until - time.monotonic()))
             if not records:
                 if stop.is_set() and source.drained():
                     break

@@ -102,3 +102,23 @@ def test_kafka_loader_killed_between_commits_standby_takes_over(tmp_path, kafka_
     skipped = run.sql("SELECT sum(skipped_deliveries) FROM runs")[0][0]
     assert skipped > 0, "the loader's last chunk was redelivered to the standby and recognised"
     assert_balanced(run)
+
+
+def test_kafka_record_over_the_size_limit_is_413_not_a_retry_forever(kafka_broker):
+    from starlette.testclient import TestClient
+
+    from dqkit.live.app import EndpointConfig, build_app
+    from dqkit.live.kafka import KafkaSink
+
+    topic, _ = topic_url(kafka_broker)
+    sink = KafkaSink(kafka_broker, topic)
+    try:
+        c = TestClient(build_app(sink, EndpointConfig(max_body_bytes=4 << 20)))
+        big = native("big", 1)
+        big["events"][0]["properties"] = {"blob": "x" * (1_200_000)}
+        r = c.post("/batch", json=big)
+        assert r.status_code == 413 and "size limit" in r.json()["error"], r.text
+        assert c.post("/batch", json=native("small", 2)).status_code == 200
+    finally:
+        sink.close()
+    assert len(records(kafka_broker, topic, 1)) == 1

@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from dqkit.live import envelope
 from dqkit.live.envelope import ArrivalClock, BadRequest
-from dqkit.live.queues import QueueFull, Sink
+from dqkit.live.queues import QueueFull, RecordTooLarge, Sink
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,8 @@ def build_app(sink: Sink, config: EndpointConfig | None = None, spans=None) -> S
                     sent = await sink.send(delivery)
                 except QueueFull as exc:
                     raise _Reject(503, str(exc), {"Retry-After": str(exc.retry_after_s)}) from None
+                except RecordTooLarge as exc:
+                    raise _Reject(413, str(exc)) from None
                 except OSError as exc:
                     log.error("queue write failed: %s", exc)
                     raise _Reject(503, "the queue could not store the request; retry shortly", {"Retry-After": "5"}) from None

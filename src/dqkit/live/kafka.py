@@ -18,7 +18,7 @@ import threading
 from dqkit.errors import DqkitError
 from dqkit.live.envelope import Delivery
 from dqkit.live.lines import Record
-from dqkit.live.queues import QueueFull, Sent
+from dqkit.live.queues import QueueFull, RecordTooLarge, Sent
 
 GROUP = "dqkit-loader"
 DEFAULT_PARTITIONS = 6
@@ -58,6 +58,7 @@ class KafkaSink:
     def __init__(self, bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITIONS, delivery_timeout_s: float = 10.0,
                  max_pending: int = 10_000) -> None:
         ck = _kafka()
+        self._ck = ck
         self.topic = topic
         ensure_topic(bootstrap, topic, partitions)
         self._producer = ck.Producer({
@@ -78,7 +79,8 @@ class KafkaSink:
 
         def done(err, msg) -> None:  # on the poll thread
             if err is not None:
-                loop.call_soon_threadsafe(_settle, fut, QueueFull(f"Kafka did not confirm the record: {err.str()}"), None)
+                exc = _too_large(err) or QueueFull(f"Kafka did not confirm the record: {err.str()}")
+                loop.call_soon_threadsafe(_settle, fut, exc, None)
             else:
                 loop.call_soon_threadsafe(_settle, fut, None, Sent(msg.partition(), msg.offset()))
 
@@ -87,12 +89,21 @@ class KafkaSink:
                                    headers=[("traceparent", delivery.traceparent.encode())], on_delivery=done)
         except BufferError:
             raise QueueFull("the Kafka producer's queue is full") from None
+        except self._ck.KafkaException as exc:
+            raise _too_large(exc.args[0]) or QueueFull(f"Kafka refused the record: {exc.args[0].str()}") from None
         return await fut
 
     def close(self) -> None:
         self._producer.flush(30)
         self._stop.set()
         self._thread.join()
+
+
+def _too_large(err) -> RecordTooLarge | None:
+    ck = _kafka()
+    if err.code() == ck.KafkaError.MSG_SIZE_TOO_LARGE:
+        return RecordTooLarge(f"the record is over the Kafka topic's size limit: {err.str()}")
+    return None
 
 
 def _settle(fut: asyncio.Future, exc: BaseException | None, value: Sent | None) -> None:

@@ -37,6 +37,10 @@ class QueueFull(Exception):
         self.retry_after_s = retry_after_s
 
 
+class RecordTooLarge(Exception):
+    """The queue refuses a record this big (answered with 413: a retry cannot succeed)."""
+
+
 @dataclass(frozen=True)
 class Sent:
     """Where an acknowledged request's record is."""

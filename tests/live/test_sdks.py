@@ -4,6 +4,7 @@ exactly once and the ledgers balance from spans and from the warehouse."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -62,7 +63,7 @@ def endpoint(tmp_path):
 def drain(tmp) -> Run:
     stop = threading.Event()
     stop.set()  # consume what is queued, then stop
-    consume(QueueSpec("embedded", path=tmp / "q"), tmp / "wh.duckdb", tmp / "tel", config=ConsumerConfig(poll_s=0.2), stop=stop)
+    consume(QueueSpec("embedded", path=tmp / "q"), tmp / "wh.duckdb", tmp / "tel", config=ConsumerConfig(poll_s=0.2, metrics_interval_s=0), stop=stop)
     return Run(None, tmp / "wh.duckdb", tmp / "tel")
 
 
@@ -79,6 +80,11 @@ def check(run: Run, expected_ids: set[str]) -> None:
         LEFT JOIN spans h ON h.trace_id = s.trace_id AND h.span_id = s.parent_span_id AND h.name = 'POST /v1/batch'
         WHERE i.name = 'analytics.ingest_batch' AND h.span_id IS NULL""").fetchall()
     assert bad == [], f"ingest spans not under the endpoint's spans: {bad}"
+    # Metrics while running (every chunk here) and once more at the end, each a cumulative export.
+    exports = [json.loads(x) for x in (run.telemetry / "metrics.jsonl").read_text().splitlines()]
+    assert len(exports) >= 2
+    names = {m["name"] for e in exports for rm in e["resourceMetrics"] for sm in rm["scopeMetrics"] for m in sm["metrics"]}
+    assert "analytics.pipeline.lag_seconds" in names and "analytics.events.ingested" in names
 
 
 def test_segment_sdk(endpoint):

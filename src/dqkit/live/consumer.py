@@ -28,6 +28,7 @@ from dqkit.live.lines import LineParser
 from dqkit.live.queues import QueueSpec, open_source
 from dqkit.live.trace import ReceiveSpans
 from dqkit.pipeline.spans import delivery_trace_id
+from dqkit.telemetry import SCOPE
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class ConsumerConfig:
     """After the first record, how long to wait for more to fill the chunk."""
     standby_poll_s: float = 0.5
     """How often a standby tries the warehouse's lock."""
+    metrics_interval_s: float = 60.0
+    """How often the run's metrics (cumulative) are written while it runs; also when it stops."""
 
 
 @dataclass
@@ -109,6 +112,7 @@ def consume(queue: QueueSpec, warehouse: str | Path, telemetry: str | Path, prof
         return out
     source = receive = None
     parser = LineParser()
+    metrics_at = time.monotonic()
     try:
         source = open_source(queue)
         receive = ReceiveSpans(telemetry, source.system, source.topic, getattr(source, "group", None))
@@ -134,6 +138,9 @@ def consume(queue: QueueSpec, warehouse: str | Path, telemetry: str | Path, prof
                 os.kill(os.getpid(), signal.SIGKILL)
             source.commit(records)  # ... and only then the queue's offsets
             receive.emit(_contexts(chunk, records), t_poll, t_polled)
+            if time.monotonic() - metrics_at >= cfg.metrics_interval_s:
+                _export_metrics(run)
+                metrics_at = time.monotonic()
             if on_chunk:
                 on_chunk(len(records), run.ledger)
     finally:
@@ -145,6 +152,12 @@ def consume(queue: QueueSpec, warehouse: str | Path, telemetry: str | Path, prof
         out.ledger = result.ledger
         out.run_id = result.run_id
     return out
+
+
+def _export_metrics(run) -> None:
+    """The run's metrics so far, as one cumulative OTLP export (the run writes the last one when it closes)."""
+    if run.metrics.start_ns:
+        run.telemetry.emit_metrics(run.metrics.snapshot(time.time_ns(), dict(run.tcfg.resource), SCOPE))
 
 
 def _contexts(chunk, records) -> list[tuple[str, str, int, int]]:

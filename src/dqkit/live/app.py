@@ -175,6 +175,9 @@ def build_app(sink: Sink, config: EndpointConfig | None = None, spans=None) -> S
                "rejected": {str(k): v for k, v in sorted(stats.rejected.items())}}
         if hasattr(sink, "backlog_bytes"):
             doc["backlog_bytes"] = sink.backlog_bytes()
+        consumers = getattr(request.app.state, "consumers", None)
+        if consumers is not None:
+            doc["consumer_pids"], doc["consumer_restarts"] = consumers.pids, consumers.restarts
         return JSONResponse(doc, status_code=503 if request.app.state.draining else 200)
 
     routes = [Route("/v1/batch", handler("/v1/batch", envelope.segment_batch), methods=["POST"]),

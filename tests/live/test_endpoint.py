@@ -73,7 +73,10 @@ def test_gzip_body(endpoint):
     c = endpoint()
     r = c.post("/v1/batch", content=gzip.compress(json.dumps(SEG).encode()), headers={"Content-Encoding": "gzip"})
     assert r.status_code == 200
-    assert json.loads(lines(c.folder)[0])["batch"] == SEG["batch"]
+    text = json.dumps(SEG).encode()
+    two_members = gzip.compress(text[:50]) + gzip.compress(text[50:])
+    assert c.post("/v1/batch", content=two_members, headers={"Content-Encoding": "gzip"}).status_code == 200
+    assert [json.loads(x)["batch"] for x in lines(c.folder)] == [SEG["batch"], SEG["batch"]]
 
 
 @pytest.mark.parametrize("body, headers, status, reason", [

@@ -93,17 +93,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
         return body
     if encoding not in ("gzip", "x-gzip"):
         raise _Reject(415, f"Content-Encoding {encoding!r} is not supported; send gzip or an uncompressed body")
-    # Decompressed with a cap, so a small gzip bomb cannot fill memory.
-    z = zlib.decompressobj(31)
-    try:
-        out = z.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise _Reject(400, f"the body is not valid gzip: {exc}") from None
-    if len(out) > limit:
-        raise _Reject(413, f"the body is over the limit of {limit:,} bytes once decompressed")
-    if not z.eof:
-        raise _Reject(400, "the body is not valid gzip: the compressed data ends early")
-    return out
+    # Decompressed with a cap, so a small gzip bomb cannot fill memory; member by member (a
+    # gzip stream may hold several).
+    out, data = b"", body
+    while True:
+        z = zlib.decompressobj(31)
+        try:
+            out += z.decompress(data, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise _Reject(400, f"the body is not valid gzip: {exc}") from None
+        if len(out) > limit:
+            raise _Reject(413, f"the body is over the limit of {limit:,} bytes once decompressed")
+        if not z.eof:
+            raise _Reject(400, "the body is not valid gzip: the compressed data ends early")
+        data = z.unused_data
+        if not data.strip(b"\x00"):
+            return out
 
 
 def build_app(sink: Sink, config: EndpointConfig | None = None, spans=None) -> Starlette:

@@ -253,7 +253,7 @@ class LogSink:
             self._fh.write(data)
             self._fh.flush()
             os.fsync(self._fh.fileno())
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
             # Nothing half-written stays: the log goes back to where this write began.
             try:
                 self._fh.truncate(at)

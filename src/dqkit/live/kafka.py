@@ -127,7 +127,7 @@ class KafkaSource:
         ensure_topic(bootstrap, topic, partitions)
         self._consumer = ck.Consumer({
             "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "enable.partition.eof": False,
+            "auto.offset.reset": "earliest", "enable.partition.eof": False, "fetch.wait.max.ms": 50,
         })
         meta = self._consumer.list_topics(topic, timeout=15)
         parts = sorted(meta.topics[topic].partitions)

@@ -239,6 +239,77 @@ def _print_result(result, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB file the consumers load into (created if missing).")
+@click.option("--telemetry", "-t", required=True, type=click.Path(path_type=Path), help="Folder for the spans and metrics (OTLP/JSON lines).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8088, show_default=True, help="Port to listen on.")
+@click.option("--queue", "queue", default="embedded", show_default=True, metavar="embedded|embedded:PATH|kafka://HOST:PORT/TOPIC",
+              help="Where accepted requests wait for the consumers: a log folder beside the warehouse, or a Kafka topic.")
+@click.option("--consumers", default=1, show_default=True,
+              help="Consumer processes to start: one loads the warehouse, the others stand by to take over; 0 to run `dqkit consume` yourself.")
+@click.option("--write-key", envvar="DQKIT_WRITE_KEY", help="Require this write key (HTTP Basic username, as Segment's SDKs send it). Env: DQKIT_WRITE_KEY.")
+@click.option("--max-body-kb", default=1024, show_default=True, help="Largest request body in KiB, after decompression (413 beyond).")
+@click.option("--profiles", type=click.Path(path_type=Path), help="User profiles for the consumers (CSV or Parquet).")
+@click.option("--geoip", type=click.Path(path_type=Path), help="Geo-IP data for the consumers (.mmdb or range tables).")
+def serve(warehouse, telemetry, host, port, queue, consumers, write_key, max_body_kb, profiles, geoip) -> None:
+    """Run the HTTP ingestion endpoint: Segment's API (POST /v1/batch, /v1/track, ...) and native POST /batch.
+
+    Point a Segment or RudderStack SDK's host at http://HOST:PORT. A request gets 200 once it is
+    durably queued; consumers load it into the warehouse with the replay's stages and spans.
+    SIGTERM or Ctrl-C: stop accepting (503), drain the queue, commit, flush the spans.
+    """
+    from dqkit.live.queues import parse_queue
+    from dqkit.live.server import serve as run
+
+    if consumers < 0 or max_body_kb < 1 or not 0 <= port < 65536:
+        _fail(ValueError("--consumers must be 0 or more, --max-body-kb at least 1, --port 0..65535"))
+    try:
+        parse_queue(queue, warehouse)
+        run(warehouse, telemetry, queue=queue, host=host, port=port, consumers=consumers, write_key=write_key or None,
+            profiles=profiles, geoip=geoip, max_body_bytes=max_body_kb * 1024)
+    except DqkitError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.option("--queue", "queue", default="embedded", show_default=True, metavar="embedded|embedded:PATH|kafka://HOST:PORT/TOPIC",
+              help="The queue `dqkit serve` writes to.")
+@click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB file to load into (created if missing).")
+@click.option("--telemetry", "-t", required=True, type=click.Path(path_type=Path), help="Folder for traces.jsonl and metrics.jsonl.")
+@click.option("--profiles", type=click.Path(path_type=Path), help="User profiles: CSV or Parquet.")
+@click.option("--geoip", type=click.Path(path_type=Path), help="A MaxMind .mmdb file, or a directory of range tables.")
+@click.option("--stop-on-stdin-eof", is_flag=True, hidden=True, help="Drain and exit when stdin closes (how `dqkit serve` stops its consumers).")
+def consume(queue, warehouse, telemetry, profiles, geoip, stop_on_stdin_eof) -> None:
+    """Load what `dqkit serve` queued into the warehouse; queue offsets are committed after each warehouse commit.
+
+    The first consumer to open the warehouse loads it; others wait as standbys and take over
+    from the committed offsets when it stops or dies. SIGTERM: drain the queue, commit, exit.
+    """
+    import logging
+    import signal
+    import threading
+
+    from dqkit.live.consumer import consume as run
+    from dqkit.live.queues import parse_queue
+
+    logging.basicConfig(level=logging.INFO, format="dqkit consume: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if stop_on_stdin_eof:
+        threading.Thread(target=lambda: (sys.stdin.buffer.read(), stop.set()), daemon=True).start()
+    try:
+        result = run(parse_queue(queue, warehouse), warehouse, telemetry, profiles=profiles, geoip=geoip, stop=stop)
+    except DqkitError as exc:
+        _fail(exc)
+    if result.ledger is not None:
+        lg = result.ledger
+        click.echo(f"consumed {result.records:,} batches in {result.chunks:,} chunks: received {lg.received:,}, "
+                   f"loaded {lg.loaded:,}, invalid {lg.invalid:,}, duplicate {lg.duplicate:,}, "
+                   f"dead-lettered {lg.dead_lettered:,}", err=True)
+
+
+@main.command()
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("dqkit-demo"), show_default=True, help="Folder for the sample, warehouse and telemetry.")
 @click.option("--events", default=50_000, show_default=True, help="Approximate number of events to generate.")
 @click.option("--users", default=2_000, show_default=True, help="Number of users.")

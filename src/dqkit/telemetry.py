@@ -57,6 +57,9 @@ class TelemetryConfig:
     """``OTEL_EXPORTER_OTLP_PROTOCOL``: ``grpc`` or ``http/protobuf``."""
     shutdown_timeout_s: float = 5.0
     """How long closing waits for the network exporter before counting the rest as dropped."""
+    traces_file: str = n.TRACES_FILE
+    """Span file name in ``out_dir``. Another process writing the same folder (the ingestion
+    endpoint) uses its own ``traces-*.jsonl``, which span readers pick up with the rest."""
 
     @classmethod
     def from_env(cls, out_dir: str | Path | None, env: Mapping[str, str] | None = None) -> TelemetryConfig:
@@ -169,7 +172,7 @@ class Telemetry:
         self._traces = self._metrics = None
         if config.out_dir is not None:
             config.out_dir.mkdir(parents=True, exist_ok=True)
-            self._traces = open(config.out_dir / n.TRACES_FILE, "ab")  # noqa: SIM115
+            self._traces = open(config.out_dir / config.traces_file, "ab")  # noqa: SIM115
             self._metrics = open(config.out_dir / n.METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
         self._queue: queue.Queue[ExportText | None] | None = None
         self._thread: threading.Thread | None = None
@@ -218,7 +221,7 @@ class Telemetry:
     @property
     def _marker(self) -> Path:
         assert self.config.out_dir is not None
-        return self.config.out_dir / f"{n.TRACES_FILE}.uncommitted"
+        return self.config.out_dir / f"{self.config.traces_file}.uncommitted"
 
     def recover(self, committed: set[str]) -> int:
         """After a crash: cut off the spans of a chunk the warehouse did not commit (and any
@@ -226,7 +229,7 @@ class Telemetry:
         if self._traces is None:
             return 0
         self._traces.flush()
-        path = self.config.out_dir / n.TRACES_FILE
+        path = self.config.out_dir / self.config.traces_file
         recovered = 0
         size = path.stat().st_size
         keep = size

@@ -10,6 +10,8 @@ the previous one plus that step's share of the chunk's measured seconds.
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Mapping
 
 import polars as pl
@@ -50,7 +52,7 @@ def stamp_ingest(batches: pl.DataFrame, seconds: Mapping[str, float]) -> pl.Data
 
 
 def stamp_enrich(batches: pl.DataFrame, seconds: Mapping[str, float], consumed: int, profile_delay: pl.Expr,
-                 load_interval_s: float) -> pl.DataFrame:
+                 load_interval_s: float, live: bool = False) -> pl.DataFrame:
     """Add ``t_profiled, t_geo, t_enriched`` after ``t_consumed``, and ``t_load``, the load that
     takes the batch.
 
@@ -60,13 +62,22 @@ def stamp_enrich(batches: pl.DataFrame, seconds: Mapping[str, float], consumed: 
         consumed: events the consumer enriched in this chunk (each batch's share is its ``published``).
         profile_delay: extra nanoseconds per batch for a slow profile service.
         load_interval_s: the warehouse load cadence.
+        live: one load, now (the real clock), instead of the next on the cadence.
     """
     share = pl.col("published") / max(consumed, 1)
     out = batches.with_columns(t_profiled=pl.col("t_consumed") + amortized(seconds.get("enrich.user_profile", 0), share)
                                + profile_delay)
     out = out.with_columns(t_geo=pl.col("t_profiled") + amortized(seconds.get("enrich.geo_ip", 0), share))
     out = out.with_columns(t_enriched=pl.col("t_geo") + amortized(seconds.get("enrich.session", 0), share))
+    if live:
+        return out.with_columns(t_load=pl.max_horizontal(pl.col("t_enriched").max(), live_now()))
     return out.with_columns(t_load=next_load(pl.col("t_enriched"), load_interval_s))
+
+
+def live_now() -> pl.Expr:
+    """The live clock (``ReplayConfig.clock = "live"``): the real time now, in nanoseconds.
+    Stages after it still add their measured times, so the spans show when each really ran."""
+    return pl.lit(time.time_ns(), pl.Int64)
 
 
 def as_timestamp(ns: pl.Expr) -> pl.Expr:

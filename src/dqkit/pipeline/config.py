@@ -34,3 +34,7 @@ class ReplayConfig:
     """Where to write what the injected faults did (JSON), if anywhere."""
     tracing: bool = True
     """Build and export spans (off only to measure what tracing costs)."""
+    clock: str = "replay"
+    """``replay``: the replay clock (DESIGN section 7). ``live``: real time, for a pipeline fed by
+    the ingestion endpoint (:mod:`dqkit.live`): a chunk's batches enter when it is processed and
+    load when it is inserted (see :func:`dqkit.pipeline.clock.live_now`)."""

@@ -84,7 +84,7 @@ class Replay:
         self.wh = Warehouse(warehouse)
         tcfg = telemetry if isinstance(telemetry, TelemetryConfig) else TelemetryConfig.from_env(telemetry)
         self.tcfg = TelemetryConfig(
-            out_dir=tcfg.out_dir, resource={**tcfg.resource, n.CLOCK: "replay"},
+            out_dir=tcfg.out_dir, resource={**tcfg.resource, n.CLOCK: self.config.clock},
             otlp_traces=tcfg.otlp_traces, otlp_metrics=tcfg.otlp_metrics, protocol=tcfg.protocol,
             shutdown_timeout_s=tcfg.shutdown_timeout_s,
         )
@@ -150,7 +150,7 @@ class Replay:
             return None
         with self._step("ingest", timed=False):
             ingested = ingest(chunk.deliveries, chunk.events, self.dedup, self.queue, self.ids, self.config.limits,
-                              self.watermark_ns)
+                              self.watermark_ns, live=self.config.clock == "live")
         self.timer.add(ingested.seconds)
         entered = ingested.batches.get_column("t_enter").max()
         if entered is not None:
@@ -182,7 +182,8 @@ class Replay:
         self.timer.add(e.seconds)
         d = d.join(e.per_delivery, on="delivery_key", how="left").with_columns(pl.col(list(EnrichResult.COUNTS)).fill_null(0))
         d = clock.stamp_enrich(d, e.seconds, consumed.height,
-                               self.faults.batch_delay(d, "profile_slow", "t_consumed", published), self.config.load_interval_s)
+                               self.faults.batch_delay(d, "profile_slow", "t_consumed", published), self.config.load_interval_s,
+                               live=self.config.clock == "live")
         # The ingest and enrich spans need nothing from the warehouse: they are rendered on the
         # writer thread while this chunk is partitioned and inserted, so that only the load
         # spans are left to render once the last chunk is done.

@@ -147,6 +147,15 @@ _DELIVERY_IDS = {
 }
 
 
+def delivery_trace_id(key: str) -> str:
+    """The trace id :meth:`SpanIds.delivery_ids` gives ``key``, computed alone (the ingestion
+    endpoint starts a delivery's trace with it before the pipeline sees the delivery)."""
+    import hashlib
+
+    salt, start, length = _DELIVERY_IDS["trace_id"]
+    return hashlib.sha256(f"{salt}:{key}".encode()).hexdigest()[start:start + length]
+
+
 def _span(frame: pl.DataFrame, name: str, trace: str, sid: str, parent: str | None, start: str, end: str, kind: int,
           *attributes: Attr, **extra: pl.Expr) -> pa.LargeStringArray:
     return span(frame, name, kind, pl.col(trace), pl.col(sid), pl.col(parent) if parent else None,
@@ -170,8 +179,11 @@ def render_ingest_spans(batches: pl.DataFrame, queue_system: str, topic: str) ->
         s(n.CLIENT_PLATFORM, pl.col("platform")), s(n.CLIENT_APP_VERSION, pl.col("app_version")),
         s(n.CLIENT_SDK_VERSION, pl.col("sdk_version")),
     )
+    # A delivery that came through the ingestion endpoint carries the span that received it
+    # (``parent_span_id``, from the queue record's ``traceparent``): the ingest span is its child.
+    parent = "parent_span_id" if "parent_span_id" in bt.columns else None
     ingest = _span(
-        bt, n.INGEST, "trace_id", "sid_ingest", None, "t_enter", "t_published", KIND_SERVER,
+        bt, n.INGEST, "trace_id", "sid_ingest", parent, "t_enter", "t_published", KIND_SERVER,
         s(n.BATCH_ID, pl.col("batch_id")), i(n.BATCH_EVENT_COUNT, pl.col("received")), *client,
         i(n.INGESTION_ACCEPTED, pl.col("published")),
         i(n.INGESTION_REJECTED, pl.col("invalid") + pl.col("duplicate")),

@@ -257,6 +257,10 @@ def serve(warehouse, telemetry, host, port, queue, consumers, write_key, max_bod
     Point a Segment or RudderStack SDK's host at http://HOST:PORT. A request gets 200 once it is
     durably queued; consumers load it into the warehouse with the replay's stages and spans.
     SIGTERM or Ctrl-C: stop accepting (503), drain the queue, commit, flush the spans.
+
+    \b
+    Example:
+      dqkit serve -w wh.duckdb -t telemetry --port 8088 --queue kafka://127.0.0.1:9092/events
     """
     from dqkit.live.queues import parse_queue
     from dqkit.live.server import serve as run
@@ -284,6 +288,10 @@ def consume(queue, warehouse, telemetry, profiles, geoip, stop_on_stdin_eof) -> 
 
     The first consumer to open the warehouse loads it; others wait as standbys and take over
     from the committed offsets when it stops or dies. SIGTERM: drain the queue, commit, exit.
+
+    \b
+    Example:
+      dqkit consume --queue kafka://broker:9092/events -w wh.duckdb -t telemetry
     """
     import logging
     import signal
@@ -297,7 +305,11 @@ def consume(queue, warehouse, telemetry, profiles, geoip, stop_on_stdin_eof) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     if stop_on_stdin_eof:
-        threading.Thread(target=lambda: (sys.stdin.buffer.read(), stop.set()), daemon=True).start()
+        def stop_at_eof() -> None:  # the parent `dqkit serve` closed our stdin: it is gone
+            sys.stdin.buffer.read()
+            stop.set()
+
+        threading.Thread(target=stop_at_eof, daemon=True).start()
     try:
         result = run(parse_queue(queue, warehouse), warehouse, telemetry, profiles=profiles, geoip=geoip, stop=stop)
     except DqkitError as exc:

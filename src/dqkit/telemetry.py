@@ -191,6 +191,10 @@ class Telemetry:
     # marker, and the next start cuts the uncommitted chunk off again (see :meth:`recover`).
     # So spans of committed chunks are never lost and spans of uncommitted ones never kept, at
     # the cost of one small file per chunk rather than writing the spans twice.
+    def emit_spans(self, spans: Sequence[pa.LargeStringArray]) -> None:
+        """Write (and send) rendered spans now, outside any chunk's commit (the ingestion endpoint's spans)."""
+        self.publish(self.stage(spans, "now"))
+
     def stage(self, spans: Sequence[pa.LargeStringArray], chunk_id: str) -> tuple[str, bool, ExportText]:
         """Append rendered spans (:func:`dqkit.otlp_json.span`) to ``traces.jsonl`` as chunk
         ``chunk_id``, not yet committed."""

@@ -360,7 +360,7 @@ def generate(out_dir: str | Path, spec: SampleSpec | None = None, profiles_csv: 
         days = rows.drop_nulls("user_id").select("user_id", day=pl.col("ts").dt.date()).unique()
         gone = days.join(kept, on=["user_id", "day"], how="anti").group_by("day").len().sort("day")
         truth[key]["users_lost"] = int(gone["len"].sum())
-        truth[key]["users_lost_by_day"] = {str(d): int(n) for d, n in gone.iter_rows()}
+        truth[key]["users_lost_by_day"] = {str(d): int(n) for d, n in gone.iter_rows()}  # type: ignore[attr-defined]
 
     # Write the lines.
     body = ev.group_by("batch").agg(pl.col("event_json").sort_by("event_index").str.join(","), pl.len().alias("count"))

@@ -20,6 +20,7 @@ def reuse_ids(ev: pl.DataFrame, hit: pl.Expr, sdk_version: str, tag: str, rng: n
         hit: the rows that should get a reused id.
         sdk_version: the SDK whose events reuse ids; donors are that SDK's events too.
         tag: marks each row that took an id (the scenario's spec).
+        rng: picks each hit row's donor among the up to 500 latest eligible earlier events.
 
     Returns:
         ``ev`` with the hit rows' ``event_id`` replaced and ``tag`` set; a hit row with no

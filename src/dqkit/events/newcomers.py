@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from dqkit.errors import ConfigError
-from dqkit.pipeline.geoip import default_geoip_dir
+from dqkit.paths import geoip_dir
 
 BOT_EVENTS_PER_BOT = 40
 BOT_SESSION_LEN = 8
@@ -113,7 +113,7 @@ def bot_window(sc_start: datetime | None, sc_end: datetime | None, sample_start:
 
 def _networks(rng: np.random.Generator, country: str, count: int) -> list[int]:
     """``count`` adjacent /24 networks (as their first address) inside one geo-IP range of ``country``."""
-    v4 = pl.read_parquet(default_geoip_dir() / "ipv4.parquet").filter(
+    v4 = pl.read_parquet(geoip_dir() / "ipv4.parquet").filter(
         (pl.col("country") == country) & (pl.col("end").cast(pl.Int64) - pl.col("start").cast(pl.Int64) >= 4096))
     if v4.is_empty():
         raise ConfigError(f"--scenario bot_burst: country={country!r} has no geo-IP range to put bots' networks in; "

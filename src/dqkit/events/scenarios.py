@@ -82,6 +82,7 @@ class Scenario:
 
     @property
     def cause(self) -> str:
+        """The incident's root cause in words (e.g. ``bot traffic``), for the truth entry."""
         return CAUSES[self.name]
 
 

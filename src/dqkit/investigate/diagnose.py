@@ -475,14 +475,14 @@ def _diagnose(ev: Evidence, day: date, baseline: date | None, as_of: datetime | 
     change_pct = round(change / base_dau * 100, 2)
     pipeline = sum(v for k, v in parts.items() if k != "real_change")
     verdict = _verdict(pipeline, real, base_dau, findings, material)
-    if empty and verdict in ("real", "none", "mixed"):
-        verdict = "no_data"
+    if empty:
+        verdict = "no_data"  # whatever else the day shows, part of it is missing
     day_end = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(days=1)
     provisional = as_of is not None and (as_of < day_end or (late > 0 and not est.final))
     dau = {"warehouse": d.warehouse, "received": d.received, "baseline": b.warehouse, "change_pct": change_pct,
            "expected_late": late, "band": {"low": d.warehouse + est.low, "high": d.warehouse + est.high},
            "late_from_days": [x.isoformat() for x in est.days]}
-    why = _reason(verdict, change, pipeline, real, b.warehouse, material, findings, empty, provisional, late)
+    why = _reason(verdict, change, pipeline, real, b.warehouse, material, findings, empty, provisional, late, parts)
     return Diagnosis(day, baseline, reason, dau, decomposition, [Finding.of(f) for f in findings], verdict, why,
                      "provisional" if provisional else "final", as_of)
 
@@ -505,7 +505,7 @@ def _seg_text(seg: dict) -> str:
 
 
 def _reason(verdict: str, change: int, pipeline: int, real: int, base: int, material: float, findings: list[dict],
-            empty: list[int], provisional: bool, late: int) -> str:
+            empty: list[int], provisional: bool, late: int, parts: dict | None = None) -> str:
     """Why the verdict, in one sentence."""
     noise = round(base * material / 100)
     tail = f" The day is provisional: about {late:,} users are still expected to arrive." if provisional and late else (
@@ -524,21 +524,37 @@ def _reason(verdict: str, change: int, pipeline: int, real: int, base: int, mate
     if verdict == "real":
         return f"the pipeline is healthy: {real:+,} users really moved" + (
             f", most in {_seg_text(top['segment'])}" if top and top["segment"] else "") + "." + tail
-    what = f"{top['stage']} {top['kind']} in {_seg_text(top['segment'])}" if top else "the pipeline"
+    biggest = min(((k, v) for k, v in (parts or {}).items() if k != "real_change"), key=lambda kv: kv[1], default=None)
+    what = (f"{top['stage']} {top['kind']} in {_seg_text(top['segment'])}" if top
+            else f"{biggest[0].replace('_', ' ')} ({biggest[1]:+,} users)" if biggest else "the pipeline")
     if verdict == "mixed":
         return f"both: the pipeline accounts for {pipeline:+,} users (mostly {what}) and {real:+,} users really moved." + tail
     return f"the pipeline accounts for {pipeline:+,} of the {change:+,} users, mostly {what}." + tail
 
 
 def _empty_hours(con, day: date, baseline: date, as_of: datetime | None) -> list[int]:
-    """Hours of ``day`` with no events at all that on the baseline had a real share of traffic
-    (at least 10 events and 1% of the day): a gap in the data, not in the users."""
+    """Hours of ``day`` in which nothing arrived although the baseline's same hour, scaled to
+    the day's volume, expects at least 10 deliveries (so an empty hour by chance has odds of
+    about e^-10, 1 in 1,000 over a day's 24 tests): a gap in the data, not in the users. Hours
+    after ``as_of`` are empty because they have not happened yet, and count too: the day is partial."""
     rows = con.execute("""
-        SELECT h, coalesce(nd, 0), coalesce(nb, 0), sum(coalesce(nb, 0)) OVER () FROM range(24) t(h)
-        LEFT JOIN (SELECT hour(received_at) AS h, count(*) AS nd FROM activity_day WHERE day = ? GROUP BY 1) d USING (h)
-        LEFT JOIN (SELECT hour(received_at) AS h, count(*) AS nb FROM activity_day WHERE day = ? GROUP BY 1) b USING (h)
-        ORDER BY h""", [day, baseline]).fetchall()
-    return [h for h, nd, nb, tb in rows if nd == 0 and nb >= max(10, 0.01 * (tb or 0))]
+        WITH a AS (SELECT day, hour(received_at) AS h, coalesce(trace_id, batch_id, user_id) AS k FROM activity_day
+                   WHERE day IN (?, ?) AND received_at IS NOT NULL),
+        d AS (SELECT h, count(DISTINCT k) AS nd FROM a WHERE day = ? GROUP BY 1),
+        b AS (SELECT h, count(DISTINCT k) AS nb FROM a WHERE day = ? GROUP BY 1)
+        SELECT h, coalesce(nd, 0), coalesce(nb, 0), sum(coalesce(nd, 0)) OVER (), sum(coalesce(nb, 0)) OVER ()
+        FROM range(24) t(h) LEFT JOIN d USING (h) LEFT JOIN b USING (h) ORDER BY h""", [day, baseline, day, baseline]).fetchall()
+    if not rows:
+        return []
+    td, tb = rows[0][3] or 0, rows[0][4] or 0
+    day_start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    # The day's own volume sets the scale, over the hours it had (a partial day is not quieter).
+    seen = [h for h, nd, *_ in rows if as_of is None or day_start + timedelta(hours=h + 1) <= as_of]
+    base_seen = sum(nb for h, nd, nb, *_ in rows if h in seen) or tb
+    ratio = (sum(nd for h, nd, *_ in rows if h in seen) / base_seen) if base_seen else 1.0
+    if not seen:
+        ratio = 1.0
+    return [h for h, nd, nb, *_ in rows if nd == 0 and nb * max(ratio, 0.5 if td else 1.0) >= 10]
 
 
 def _new_signups(con, day: date, baseline: date) -> int:
@@ -721,7 +737,7 @@ def _weighted_segment(day: pl.DataFrame, base: pl.DataFrame, col: str, ratio: fl
     """Greedy narrowest segment holding most of the excess of ``col`` over the baseline."""
     seg: dict = {}
     d, b = day, base
-    for dim in _SEGMENT_COLS:
+    for dim in (c for c in _SEGMENT_COLS if c in day.columns):
         if d.is_empty():
             break
         g = d.group_by(dim).agg(pl.col(col).sum().alias("n")).join(

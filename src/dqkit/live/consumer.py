@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dqkit.errors import WarehouseBusyError
 from dqkit.live.envelope import delivery_key
@@ -29,6 +30,9 @@ from dqkit.live.queues import QueueSpec, open_source
 from dqkit.live.trace import ReceiveSpans
 from dqkit.pipeline.span_writer import delivery_trace_id
 from dqkit.telemetry import SCOPE
+
+if TYPE_CHECKING:
+    from dqkit.pipeline.result import RunCounts
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +59,11 @@ class ConsumerConfig:
 
 @dataclass
 class ConsumeResult:
+    """What a consumer did: chunks and records committed, and its run's ledger and id (``None``/empty for a standby that never loaded)."""
+
     chunks: int = 0
     records: int = 0
-    ledger: object = None
+    ledger: RunCounts | None = None
     run_id: str = ""
 
 
@@ -98,7 +104,12 @@ def consume(queue: QueueSpec, warehouse: str | Path, telemetry: str | Path, prof
 
     Args:
         queue: where the ingestion endpoint writes (:func:`dqkit.live.queues.parse_queue`).
-        warehouse, telemetry, profiles, geoip: as for :func:`dqkit.pipeline.run.replay`.
+        warehouse: the DuckDB file to load; one process at a time writes it, so a second
+            consumer waits as a standby until it can.
+        telemetry: folder for the run's spans and metrics, as for :func:`dqkit.pipeline.run.replay`.
+        profiles: user profiles for enrichment, as for :func:`dqkit.pipeline.run.replay`.
+        geoip: a ``.mmdb`` file or range tables, as for :func:`dqkit.pipeline.run.replay`.
+        config: chunk size, poll and linger times, standby and metrics intervals.
         stop: set it (SIGTERM does, in ``dqkit consume``) to finish: the queue is read until
             empty, the last chunk committed, the run's spans and metrics flushed.
         on_chunk: called after each committed chunk with ``(records, ledger)``.

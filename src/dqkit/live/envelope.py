@@ -66,6 +66,7 @@ def receive_span_id(key: str) -> str:
 
 
 def traceparent(trace_id: str, span_id: str) -> str:
+    """The W3C ``traceparent`` header value (version 00, sampled) for a span in a trace."""
     return f"00-{trace_id}-{span_id}-01"
 
 
@@ -95,12 +96,14 @@ class ArrivalClock:
         self._lock = threading.Lock()
 
     def now_us(self) -> int:
+        """The current time in microseconds since the epoch, at least 1 µs after the last stamp handed out."""
         with self._lock:
             self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
             return self._last_us
 
 
 def iso_us(us: int) -> str:
+    """Microseconds since the epoch as an ISO 8601 UTC timestamp with microseconds, as in ``receivedAt``."""
     return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -74,6 +74,7 @@ class KafkaSink:
             self._producer.poll(0.05)
 
     async def send(self, delivery: Delivery) -> Sent:
+        """Produce ``delivery``'s record and wait for the broker's confirmation; raises :class:`QueueFull` or :class:`RecordTooLarge`."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
 
@@ -94,6 +95,7 @@ class KafkaSink:
         return await fut
 
     def close(self) -> None:
+        """Wait up to 30 s for outstanding records to be confirmed, then stop the poll thread."""
         self._producer.flush(30)
         self._stop.set()
         self._thread.join()
@@ -141,6 +143,7 @@ class KafkaSource:
                 self._next[p] = self._consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=15)[0]
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Up to ``max_records`` records from any partition, with their ``traceparent`` headers; a consumer error raises."""
         out = []
         for m in self._consumer.consume(num_messages=max_records, timeout=timeout_s):
             if m.error():
@@ -161,6 +164,7 @@ class KafkaSource:
         return True
 
     def commit(self, records: list[Record]) -> None:
+        """Synchronously commit, per partition, the offset after the last of ``records`` (only after the warehouse commit)."""
         upto: dict[int, int] = {}
         for r in records:
             upto[r.partition] = max(upto.get(r.partition, -1), r.offset)
@@ -169,4 +173,5 @@ class KafkaSource:
                                   asynchronous=False)
 
     def close(self) -> None:
+        """Leave the group and close the consumer; offsets not committed are read again next time."""
         self._consumer.close()

@@ -51,7 +51,9 @@ class LineParser:
             key = delivery_key(body)
             if key not in seen:
                 seen.add(key)
-                bodies.append(body), keys.append(key), kept.append(r)
+                bodies.append(body)
+                keys.append(key)
+                kept.append(r)
         records = kept
         texts, errors = readers._decode(bodies, [None] * len(bodies))
         deliveries, events = self._parser.parse(list(range(1, len(bodies) + 1)), keys, texts, errors)

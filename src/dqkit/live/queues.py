@@ -77,7 +77,8 @@ class Source(Protocol):
     def drained(self) -> bool:
         """Whether everything in the queue now has been polled (asked after an empty poll)."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the queue; records polled but not committed are delivered again to the next consumer."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def parse_queue(text: str, warehouse: Path) -> QueueSpec:
 
 
 def open_sink(spec: QueueSpec, **options) -> Sink:
+    """The endpoint's writer for ``spec``: a :class:`~dqkit.live.kafka.KafkaSink` or a :class:`LogSink`."""
     if spec.system == "kafka":
         from dqkit.live.kafka import KafkaSink
 
@@ -115,6 +117,7 @@ def open_sink(spec: QueueSpec, **options) -> Sink:
 
 
 def open_source(spec: QueueSpec, **options) -> Source:
+    """A consumer's reader for ``spec``, from its committed offsets: a :class:`~dqkit.live.kafka.KafkaSource` or a :class:`LogSource`."""
     if spec.system == "kafka":
         from dqkit.live.kafka import KafkaSource
 
@@ -214,6 +217,7 @@ class LogSink:
         return self.end - committed
 
     async def send(self, delivery: Delivery) -> Sent:
+        """Queue ``delivery``'s line for the writer thread and wait until it is fsynced; :class:`QueueFull` when the backlog or the wait list is full."""
         if self.backlog_bytes() > self.max_backlog_bytes:
             raise QueueFull(f"the queue holds more than {self.max_backlog_bytes:,} bytes not yet loaded", 5)
         loop = asyncio.get_running_loop()
@@ -279,6 +283,7 @@ class LogSink:
         _fsync_dir(self.folder)
 
     def close(self) -> None:
+        """Write and fsync every line already handed over, then release the file and the writer lock."""
         self._pending.put(None)
         self._thread.join()
         self._fh.close()
@@ -308,6 +313,7 @@ class LogSource:
         self.read_bytes = read_bytes
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Up to ``max_records`` whole lines after the position, waiting up to ``timeout_s`` for the first."""
         deadline = time.monotonic() + timeout_s
         while True:
             records = self._read(max_records)
@@ -346,6 +352,7 @@ class LogSource:
         return []
 
     def commit(self, records: list[Record]) -> None:
+        """Durably replace the committed offset with the end of ``records``, then delete the segments wholly before it."""
         if not records:
             return
         upto = max(r.end for r in records)
@@ -371,4 +378,4 @@ class LogSource:
             self.position = at
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the log is opened per read and the position lives in the committed file."""

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def consumer_command(queue: str, warehouse: Path, telemetry: Path, profiles: Path | None, geoip: Path | None) -> list[str]:
+    """The ``dqkit consume`` command line for one of ``dqkit serve``'s consumers, which stops when its stdin closes."""
     cmd = [sys.executable, "-m", "dqkit.cli", "consume", "--queue", queue, "--warehouse", str(warehouse),
            "--telemetry", str(telemetry), "--stop-on-stdin-eof"]
     if profiles:
@@ -57,6 +58,7 @@ class Consumers:
 
     @property
     def pids(self) -> list[int]:
+        """The process ids of the consumers running now (they change as dead ones are restarted)."""
         return [p.pid for p in self.procs]
 
     def _watch(self) -> None:

@@ -53,6 +53,7 @@ class RequestSpans:
 
     def add(self, trace_id: str, send_sid: str, route: str, status: int, body_bytes: int, events: int,
             t_start: int, t_sent: int, t_end: int, partition: int, offset: int) -> None:
+        """Record one accepted request (times in ns) for the next flush; its HTTP span gets a fresh span id."""
         row = (trace_id, os.urandom(8).hex(), send_sid, route, status, body_bytes, events, t_start, t_sent, t_end,
                partition, offset)
         with self._lock:
@@ -63,12 +64,14 @@ class RequestSpans:
             self.flush()
 
     def flush(self) -> None:
+        """Write the spans of every request recorded since the last flush."""
         with self._lock:
             rows, self._rows = self._rows, []
         if rows:
             self.telemetry.emit_spans(self.render(pl.DataFrame(rows, schema=_SCHEMA, orient="row")))
 
     def render(self, f: pl.DataFrame) -> list:
+        """OTLP span arrays for request rows ``f``: an HTTP server span per request and its queue send span as child."""
         # One array per route: an HTTP server span is named "POST {route}" (HTTP semantic conventions).
         http = [span(
             g, f"POST {route}", KIND_SERVER, pl.col("trace_id"), pl.col("http_sid"), None, pl.col("t_start"), pl.col("t_end"),
@@ -89,6 +92,7 @@ class RequestSpans:
         return [*http, send]
 
     def close(self) -> None:
+        """Stop the background thread, write the last spans and close the telemetry."""
         self._stop.set()
         self._thread.join()
         self.flush()
@@ -132,4 +136,5 @@ class ReceiveSpans:
                                         pl.col("t0"), pl.col("t1"), attrs, links=pl.col("links"))])
 
     def close(self) -> None:
+        """Close the telemetry, flushing its span exports."""
         self.telemetry.close()

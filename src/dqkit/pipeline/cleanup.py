@@ -36,7 +36,8 @@ def delete_rows(warehouse: str | Path, start: datetime, end: datetime, *, table:
 
     Args:
         warehouse: a dqkit warehouse file (written by a replay).
-        start, end: the event-time window (naive times are UTC).
+        start: the first event time deleted (naive times are UTC).
+        end: the event time the window stops before, exclusive (naive times are UTC).
         table: one ``events_<type>`` table; default every one.
         platform: only rows of this platform.
 

@@ -11,7 +11,6 @@ the previous one plus that step's share of the chunk's measured seconds.
 from __future__ import annotations
 
 import time
-
 from collections.abc import Mapping
 
 import polars as pl

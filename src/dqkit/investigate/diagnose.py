@@ -163,31 +163,6 @@ def _seg_expr(seg: dict) -> pl.Expr:
     return pl.all_horizontal([pl.col(k) == v for k, v in seg.items()]) if seg else pl.lit(True)
 
 
-def _cluster_segment(con, rows: pl.DataFrame, where: str, day: date, baseline: date, ratio: float) -> dict:
-    """The narrowest segment holding the largest incident among ``rows``: a value that holds
-    most of them, or, when two incidents share the rows, the value with the largest excess over
-    its own baseline that is an incident on its own."""
-    seg: dict = {}
-    cur = rows
-    for dim in DIMENSIONS:
-        if dim not in cur.columns or cur.is_empty():
-            continue
-        counts = cur.group_by(dim).len().filter(pl.col(dim).is_not_null() & (pl.col(dim) != "unknown"))
-        if counts.is_empty():
-            continue
-        base = con.sql(f"SELECT {_SQL_DIM[dim]} AS v, count(*) AS m FROM activity_day WHERE day = ? AND ({where}) "
-                       f"AND {_seg_sql(seg)} GROUP BY 1", params=[baseline]).pl().rename({"v": dim})
-        counts = counts.join(base.cast({dim: counts.schema[dim]}), on=dim, how="left").with_columns(
-            excess=pl.col("len") - pl.col("m").fill_null(0) * ratio).sort("excess", dim, descending=[True, False])
-        value, n, m = counts.row(0)[0], counts["len"][0], counts["m"].fill_null(0)[0] * ratio
-        share = n / cur.height
-        if share >= SEGMENT_SHARE or (share >= 0.3 and _significant(n, m, 0) and counts.height > 1
-                                      and counts["excess"][0] >= 2 * max(counts["excess"][1], 0)):
-            seg[dim] = value
-            cur = cur.filter(pl.col(dim) == value)
-    return seg
-
-
 def _clusters(con, rows: pl.DataFrame, where: str, day: date, baseline: date, ratio: float, expected: float,
               volume: float, most: int = 4) -> list[tuple[dict, pl.DataFrame]]:
     """A stage's excess as separate incidents: the largest one's segment, then its window found
@@ -196,9 +171,13 @@ def _clusters(con, rows: pl.DataFrame, where: str, day: date, baseline: date, ra
     out: list[tuple[dict, pl.DataFrame]] = []
     rest = rows.with_row_index("_row")
     for _ in range(most):
-        if rest.is_empty() or not _significant(rest.height, expected if not out else expected / 2, volume if not out else 0):
+        if rest.is_empty() or not _significant(rest.height, expected, volume if not out else 0):
             break
-        seg = _cluster_segment(con, rest, where, day, baseline, ratio)
+        seg = _segment(rest.drop("_row"))
+        if not seg:
+            # No one value holds most of it (two incidents in two segments): take the heaviest
+            # run of hours first, then the segment within it, then its window within that segment.
+            seg = _segment(_excess_hours(con, rest.drop("_row"), where, baseline, ratio))
         in_seg = rest.filter(_seg_expr(seg))
         hot = _excess_hours(con, in_seg.drop("_row"), f"({where}) AND {_seg_sql(seg)}", baseline, ratio)
         win = _window(hot)
@@ -208,7 +187,15 @@ def _clusters(con, rows: pl.DataFrame, where: str, day: date, baseline: date, ra
             pl.coalesce("event_ts", "received_at")) if "stage" in in_seg.columns else pl.coalesce("event_ts", "received_at")
         lo, hi = _parse(win["start"]), _parse(win["end"])
         cluster = in_seg.filter(t.is_between(lo, hi, closed="left"))
-        if cluster.height < 5 or (out and cluster.height < 0.05 * rows.height):
+        # The cluster itself must stand above the baseline's rate in its segment and hours.
+        when = "CASE WHEN stage = 'validate' THEN received_at ELSE coalesce(event_ts, received_at) END"
+        # Judged on deliveries, not events: a client batch's events fail together, so ten events
+        # of two batches are two chances, not ten.
+        unit = "coalesce(trace_id, batch_id, user_id)"
+        base_here = con.execute(f"SELECT count(DISTINCT {unit}) FROM activity_day WHERE day = ? AND ({where}) AND {_seg_sql(seg)} "
+                                f"AND hour({when}) BETWEEN ? AND ?", [baseline, lo.hour, (hi - timedelta(seconds=1)).hour]).fetchall()[0][0]
+        units = cluster.select(pl.coalesce("trace_id", "batch_id", "user_id").n_unique()).item()
+        if cluster.height < 5 or not _significant(units, base_here * ratio):
             break
         out.append((seg, cluster.drop("_row")))
         rest = rest.join(cluster.select("_row"), on="_row", how="anti")
@@ -473,7 +460,7 @@ def _diagnose(ev: Evidence, day: date, baseline: date | None, as_of: datetime | 
 
     findings.sort(key=lambda f: (-abs(f["dau_impact_pct"]), -f["confidence"], -f["events"]))
     change_pct = round(change / base_dau * 100, 2)
-    pipeline = sum(v for k, v in parts.items() if k != "real_change")
+    pipeline = sum(v for k, v in parts.items() if k not in ("real_change", "inflated"))
     verdict = _verdict(pipeline, real, base_dau, findings, material)
     if empty:
         verdict = "no_data"  # whatever else the day shows, part of it is missing

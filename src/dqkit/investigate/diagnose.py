@@ -469,7 +469,8 @@ def _diagnose(ev: Evidence, day: date, baseline: date | None, as_of: datetime | 
     dau = {"warehouse": d.warehouse, "received": d.received, "baseline": b.warehouse, "change_pct": change_pct,
            "expected_late": late, "band": {"low": d.warehouse + est.low, "high": d.warehouse + est.high},
            "late_from_days": [x.isoformat() for x in est.days]}
-    why = _reason(verdict, change, pipeline, real, b.warehouse, material, findings, empty, provisional, late, parts)
+    future = [h for h in empty if as_of is not None and day_end - timedelta(hours=24 - h) >= as_of]
+    why = _reason(verdict, change, pipeline, real, b.warehouse, material, findings, empty, provisional, late, parts, future)
     return Diagnosis(day, baseline, reason, dau, decomposition, [Finding.of(f) for f in findings], verdict, why,
                      "provisional" if provisional else "final", as_of)
 
@@ -492,12 +493,15 @@ def _seg_text(seg: dict) -> str:
 
 
 def _reason(verdict: str, change: int, pipeline: int, real: int, base: int, material: float, findings: list[dict],
-            empty: list[int], provisional: bool, late: int, parts: dict | None = None) -> str:
+            empty: list[int], provisional: bool, late: int, parts: dict | None = None, future: list[int] | None = None) -> str:
     """Why the verdict, in one sentence."""
     noise = round(base * material / 100)
     tail = f" The day is provisional: about {late:,} users are still expected to arrive." if provisional and late else (
         " The day is provisional: its events may still be arriving." if provisional else "")
     top = next((f for f in findings if f["kind"] != "no_data"), None)
+    if verdict == "no_data" and future and len(future) == len(empty):
+        return (f"the day is not over at the as-of time: its last {len(future)} hour(s) ({future[0]:02d}:00 on) have not "
+                f"happened yet, so the change of {change:+,} users is not yet a day's DAU." + tail)
     if verdict == "no_data":
         return (f"no events for {len(empty)} hour(s) that had traffic on the baseline ({', '.join(f'{h:02d}:00' for h in empty[:6])}"
                 f"{', ...' if len(empty) > 6 else ''}): the data is missing, so the change of {change:+,} users says nothing "

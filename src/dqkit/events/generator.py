@@ -27,6 +27,7 @@ from dqkit.errors import ConfigError
 from dqkit.events import newcomers
 from dqkit.events.id_reuse import reuse_ids
 from dqkit.events.scenarios import Scenario
+from dqkit.events.shapes import session_events
 from dqkit.paths import geoip_dir
 from dqkit.timefmt import iso_z
 
@@ -123,15 +124,7 @@ def _sessions(spec: SampleSpec, rng, users: pl.DataFrame) -> pl.DataFrame:
     hour = rng.choice(24, n_sessions, p=_HOURLY / _HOURLY.sum())
     t0 = (np.datetime64(spec.start.replace(tzinfo=None), "ms") + (day * 86_400_000 + hour * 3_600_000
           + rng.integers(0, 3_600_000, n_sessions)).astype("timedelta64[ms]"))
-    length = rng.geometric(1 / mean_len, n_sessions)
-    sess = np.repeat(np.arange(n_sessions), length)
-    step = rng.exponential(25_000, len(sess)).astype(np.int64)
-    first = np.r_[True, sess[1:] != sess[:-1]]
-    step[first] = 0
-    offs = np.cumsum(step) - np.repeat(np.cumsum(step)[np.flatnonzero(first)], length)
-    et, ew = zip(*EVENT_TYPES)
-    etype = rng.choice(np.array(et, dtype=object), len(sess), p=ew)
-    etype[first] = "session_start"
+    sess, offs, etype = session_events(rng, n_sessions, EVENT_TYPES, mean_len)
     n = len(sess)
     ev = pl.DataFrame({
         "session": sess, "user": who[sess], "day": day[sess], "ts": t0[sess] + offs.astype("timedelta64[ms]"),

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from dqkit.errors import ConfigError
+from dqkit.events.shapes import session_events
 from dqkit.paths import geoip_dir
 
 BOT_EVENTS_PER_BOT = 40
@@ -85,16 +86,7 @@ def growth(ev: pl.DataFrame, reach: pl.Expr, segment: dict, share: float, window
     jitter = base + rng.integers(-1_200_000, 1_200_000, len(owner)).astype("timedelta64[ms]")
     lo, hi = _np_ms(window[0]), _np_ms(window[1])
     t0 = np.where((jitter >= lo) & (jitter < hi), jitter, base)
-    mean_len = 8.0
-    length = rng.geometric(1 / mean_len, len(owner))
-    sess = np.repeat(np.arange(len(owner)), length)
-    step = rng.exponential(25_000, len(sess)).astype(np.int64)
-    first = np.r_[True, sess[1:] != sess[:-1]]
-    step[first] = 0
-    offs = np.cumsum(step) - np.repeat(np.cumsum(step)[np.flatnonzero(first)], length)
-    et, ew = zip(*event_types)
-    etype = rng.choice(np.array(et, dtype=object), len(sess), p=ew)
-    etype[first] = "session_start"
+    sess, offs, etype = session_events(rng, len(owner), event_types)
     ts = t0[sess] + offs.astype("timedelta64[ms]")
     out = _frame(first_session + sess, owner[sess], ts, etype, rng.integers(0, 5000, len(sess)), users, start, rng)
 

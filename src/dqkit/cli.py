@@ -561,8 +561,10 @@ def explain(warehouse, event_id, user_id, day, spans, as_json, source) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the findings document (findings.json) on stdout.")
 @click.option("--progress/--no-progress", default=None,
               help="Show the notebook's progress (cells executed) on stderr; default: when stderr is a terminal.")
+@click.option("--as-of", "as_of", callback=_as_of,
+              help="The moment the report describes (ISO-8601, UTC); default: the latest load in the data.")
 @_source_option
-def report(day, warehouse, spans, out, params, as_json, progress, source) -> None:
+def report(day, warehouse, spans, out, params, as_json, progress, source, as_of) -> None:
     """Run the daily quality report (papermill) and exit non-zero when a threshold breaks.
 
     \b
@@ -595,7 +597,7 @@ def report(day, warehouse, spans, out, params, as_json, progress, source) -> Non
         progress = sys.stderr.isatty()
     try:
         code, doc = run_report(day.isoformat() if day else yesterday(), warehouse or "", spans or "", out, kv,
-                               progress=progress, source=source)
+                               progress=progress, source=source, as_of=as_of.isoformat() if as_of else None)
     except DqkitError as exc:
         click.echo(f"dqkit: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)

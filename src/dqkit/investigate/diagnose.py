@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from dqkit import names as N
+from dqkit.timefmt import iso_z
 from dqkit.errors import InputError
 from dqkit.investigate.evidence import Evidence, open_evidence
 from dqkit.investigate.reconcile import heaviest_run
@@ -76,17 +77,19 @@ class Diagnosis:
     source: str = "dqkit"
     unknown: list[str] = field(default_factory=list)
     """What the source could not tell, one sentence each."""
+    origins: dict[str, str] = field(default_factory=dict)
+    """Where each figure comes from (e.g. ``invalid``: ``quarantine`` or ``spans``)."""
 
     def to_dict(self) -> dict:
         return {"day": self.day.isoformat(), "baseline_day": self.baseline_day.isoformat(),
                 "baseline_reason": self.baseline_reason, "verdict": self.verdict, "reason": self.reason,
                 "status": self.status, "as_of": _iso(self.as_of), "dau": self.dau,
                 "decomposition": self.decomposition, "findings": [f.to_dict() for f in self.findings],
-                "source": self.source, "unknown": self.unknown}
+                "source": self.source, "unknown": self.unknown, "origins": self.origins}
 
 
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat().replace("+00:00", "Z")
+def _iso(t) -> str | None:
+    return None if t is None else iso_z(t)
 
 
 def _segment(affected: pl.DataFrame) -> dict:
@@ -134,7 +137,7 @@ def _excess_hours(con, affected: pl.DataFrame, where: str, baseline: date, ratio
         return affected
     t = pl.coalesce("event_ts", "received_at") if "stage" not in where else pl.col("received_at")
     hours = affected.with_columns(hour=t.dt.hour())
-    base = con.sql(f"SELECT hour(CASE WHEN stage = 'validate' THEN received_at ELSE coalesce(event_ts, received_at) END) AS hour, "
+    base = con.sql(f"SELECT hour({N.event_time_sql()}) AS hour, "
                    f"count(*) AS n FROM activity_day WHERE day = ? AND ({where}) GROUP BY 1", params=[baseline]).pl()
     per = hours.group_by("hour").len().join(base, on="hour", how="left").with_columns(pl.col("n").fill_null(0) * ratio)
     hot = per.filter(pl.struct("len", "n").map_batches(
@@ -188,7 +191,7 @@ def _clusters(con, rows: pl.DataFrame, where: str, day: date, baseline: date, ra
         lo, hi = _parse(win["start"]), _parse(win["end"])
         cluster = in_seg.filter(t.is_between(lo, hi, closed="left"))
         # The cluster itself must stand above the baseline's rate in its segment and hours.
-        when = "CASE WHEN stage = 'validate' THEN received_at ELSE coalesce(event_ts, received_at) END"
+        when = N.event_time_sql()
         # Judged on deliveries, not events: a client batch's events fail together, so ten events
         # of two batches are two chances, not ten.
         unit = "coalesce(trace_id, batch_id, user_id)"
@@ -243,7 +246,7 @@ def _activity(con, day: date, where: str = "true") -> pl.DataFrame:
 
 
 def diagnose(warehouse: str | Path, spans=None, day: date | str | None = None, baseline_day: date | str | None = None,
-             source=None, as_of: datetime | None = None) -> Diagnosis:
+             source=None, as_of: datetime | str | None = None) -> Diagnosis:
     """Explain the DAU change on ``day`` against ``baseline_day`` (picked when not given).
 
     ``spans`` (optional: loaded spans or export paths) attribute delays to a pipeline stage, and
@@ -255,6 +258,8 @@ def diagnose(warehouse: str | Path, spans=None, day: date | str | None = None, b
     """
     ev = open_evidence(warehouse, spans, source)
     try:
+        if isinstance(as_of, str):
+            as_of = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
         if as_of is None:
             as_of = _latest_load(ev)
         elif as_of.tzinfo is None:
@@ -263,6 +268,7 @@ def diagnose(warehouse: str | Path, spans=None, day: date | str | None = None, b
         con = ev.con
         found = _diagnose(ev, _as_date(day) if day else _latest(con), _as_date(baseline_day) if baseline_day else None, as_of)
         found.unknown = ev.missing()
+        found.origins = dict(ev.origins)
         found.source = ev.source.name
         return found
     finally:

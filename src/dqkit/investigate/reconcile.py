@@ -29,6 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from dqkit import names as N
+from dqkit.timefmt import iso_z
 from dqkit.errors import InputError
 from dqkit.investigate.evidence import Evidence, open_evidence
 from dqkit.investigate.ledger import batch_ledger, table_ledger
@@ -94,6 +95,8 @@ class Reconciliation:
     """What this source cannot tell, one sentence each."""
     loads: pl.DataFrame | None = None
     """Per load trace: rows the load's ``warehouse.total_loaded`` claims vs rows its inserts landed."""
+    origins: dict[str, str] = field(default_factory=dict)
+    """Where each figure comes from (``invalid``: ``quarantine`` or ``spans``, ``lag``: ...)."""
 
     def findings(self) -> list[dict]:
         """One entry per kind of difference: events, batches, window, the segments and tables hit most."""
@@ -160,7 +163,8 @@ class Reconciliation:
         t = self.tables.filter(pl.col("hour").is_between(start, end, closed="left"))
         loads = None if self.loads is None else self.loads.filter(pl.col("start_at").is_between(start, end, closed="left"))
         totals = _totals(b, t, loads, self.per_batch, self.as_of, self.flight_window)
-        return Reconciliation(b, t, totals, self.as_of, self.flight_window, self.per_batch, self.source, self.missing, loads)
+        return Reconciliation(b, t, totals, self.as_of, self.flight_window, self.per_batch, self.source, self.missing, loads,
+                              self.origins)
 
     def to_dict(self) -> dict:
         return {
@@ -172,6 +176,7 @@ class Reconciliation:
             "balanced": self.totals["unexplained"] == 0,
             "findings": self.findings(),
             "unknown": self.missing,
+            "origins": self.origins,
         }
 
 
@@ -179,9 +184,7 @@ _TABLE_CLASS = {"silent_loss": "table_silent_loss", "over_count": "table_over_co
 
 
 def _iso(t) -> str | None:
-    if t is None:
-        return None
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return None if t is None else iso_z(t)
 
 
 def reconcile(
@@ -266,7 +269,7 @@ def _reconcile(ev: Evidence, as_of: datetime | None, flight_window: timedelta) -
         b = _batches_only(ledger, as_of, flight_window)
         per_batch = False
     totals = _totals(b, t, loads, per_batch, as_of, flight_window)
-    return Reconciliation(b, t, totals, as_of, flight_window, per_batch, ev.source.name, ev.missing(), loads)
+    return Reconciliation(b, t, totals, as_of, flight_window, per_batch, ev.source.name, ev.missing(), loads, dict(ev.origins))
 
 
 def _by_event_time(t: pl.DataFrame) -> pl.DataFrame:

@@ -23,7 +23,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BREACH = 0, 1, 2, 3
 NOTEBOOK = "quality_report.ipynb"
 OMIT_TAG = "omit-from-report"
 """Cells tagged so stay in the executed notebook (nbval checks them) but not on the HTML page."""
-_PATHS = ("day", "warehouse", "spans", "findings_path", "out_dir", "source")
+_PATHS = ("day", "warehouse", "spans", "findings_path", "out_dir", "source", "as_of")
 
 
 def notebooks_dir() -> Path:
@@ -114,7 +114,7 @@ def execute(notebook: Path, executed: Path, parameters: dict, cwd: Path, progres
 
 
 def run_report(day: str, warehouse: str | Path, spans: str | Path, out_dir: str | Path, params: dict | None = None,
-               progress: bool = False, source: str | Path | None = None) -> tuple[int, dict]:
+               progress: bool = False, source: str | Path | None = None, as_of: str | None = None) -> tuple[int, dict]:
     """Execute the report notebook for ``day`` into ``out_dir``; returns (exit code, findings document).
 
     Args:
@@ -125,11 +125,14 @@ def run_report(day: str, warehouse: str | Path, spans: str | Path, out_dir: str 
         params: threshold overrides (:class:`Thresholds` field names), as strings or numbers.
         progress: show a progress bar (cells executed) on stderr.
         source: what the warehouse's tables mean (``dqkit``, ``reference`` or a mapping file); detected when None.
+        as_of: the moment the report describes (ISO-8601); default: the latest load in the data.
     """
     import papermill as pm
 
     out = Path(out_dir).resolve()
     given = {"day": day, **({"warehouse": str(Path(warehouse).resolve()), "spans": str(Path(spans).resolve())} if warehouse else {})}
+    if as_of:
+        given["as_of"] = str(as_of)
     if source:
         given["source"] = str(Path(source).resolve()) if Path(str(source)).is_file() else str(source)
     p = validate_params({**given, **(params or {})})

@@ -47,6 +47,7 @@ SELECT *, {event_day_sql()} AS day FROM activity;
 
 @dataclass
 class DayCounts:
+    """One day's DAU counted in the warehouse and as received, and the users each stage lost wholly."""
     day: date
     warehouse: int
     received: int
@@ -71,6 +72,7 @@ def open_activity(warehouse: str | Path | Evidence, spans=None, source=None, as_
 
 
 def day_counts(con: duckdb.DuckDBPyConnection, day: date) -> DayCounts:
+    """Warehouse DAU, received DAU and users lost per stage on ``day`` (from ``activity_day``)."""
     con = getattr(con, "con", con)  # an Evidence from open_activity, or its connection
     wh, rec = con.execute(
         "SELECT count(DISTINCT user_id) FILTER (WHERE outcome = 'loaded'), count(DISTINCT user_id) FROM activity_day WHERE day = ?",

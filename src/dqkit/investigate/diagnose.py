@@ -17,11 +17,11 @@ from pathlib import Path
 import polars as pl
 
 from dqkit import names as N
-from dqkit.timefmt import iso_z
 from dqkit.errors import InputError
+from dqkit.investigate.dau import STAGE_ORDER, day_counts, late_estimate, lost_users, open_activity, pick_baseline
 from dqkit.investigate.evidence import Evidence, open_evidence
 from dqkit.investigate.reconcile import heaviest_run
-from dqkit.investigate.dau import STAGE_ORDER, day_counts, late_estimate, lost_users, open_activity, pick_baseline
+from dqkit.timefmt import iso_z
 
 DIMENSIONS = ("platform", "app_version", "sdk_version", "event_type", "country")
 MATERIAL_PCT = 1.0  # a DAU change smaller than this (percent) is noise
@@ -52,9 +52,11 @@ class Finding:
 
     @classmethod
     def of(cls, d: dict) -> Finding:
+        """A finding from its JSON form; keys beyond the contract's go to :attr:`extra`."""
         return cls(**{k: d[k] for k in cls._CORE}, extra={k: v for k, v in d.items() if k not in cls._CORE})
 
     def to_dict(self) -> dict:
+        """The finding as JSON: the contract's fields, then its additions."""
         return {k: getattr(self, k) for k in self._CORE} | self.extra
 
 
@@ -81,6 +83,7 @@ class Diagnosis:
     """Where each figure comes from (e.g. ``invalid``: ``quarantine`` or ``spans``)."""
 
     def to_dict(self) -> dict:
+        """The documented JSON contract (see docs/diagnosis.md)."""
         return {"day": self.day.isoformat(), "baseline_day": self.baseline_day.isoformat(),
                 "baseline_reason": self.baseline_reason, "verdict": self.verdict, "reason": self.reason,
                 "status": self.status, "as_of": _iso(self.as_of), "dau": self.dau,
@@ -333,11 +336,11 @@ def _diagnose(ev: Evidence, day: date, baseline: date | None, as_of: datetime | 
     # Losses only the spans saw (no quarantine table): their users are estimated, and moved out
     # of the real change into the stage that lost them.
     span_found = _span_findings(ev, day, baseline) if ev.has_spans and not ev.has_quarantine else []
-    for f in span_found:
-        if f.get("users"):
-            parts[f["stage"]] = parts.get(f["stage"], 0) - f["users"]
-            parts["real_change"] += f["users"]
-            f["dau_impact_pct"] = round(-f["users"] / base_dau * 100, 2)
+    for sf in span_found:
+        if sf.get("users"):
+            parts[sf["stage"]] = parts.get(sf["stage"], 0) - sf["users"]
+            parts["real_change"] += sf["users"]
+            sf["dau_impact_pct"] = round(-sf["users"] / base_dau * 100, 2)
     decomposition = {"total_change": change, "parts": parts, "adds_up": sum(parts.values()) == change,
                      # Counted in DAU but with degraded data: users with loaded events lacking geo or profile.
                      "degraded_users": {

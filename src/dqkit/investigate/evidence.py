@@ -33,8 +33,7 @@ from dqkit import names as N
 from dqkit.db import attach_read_only
 from dqkit.errors import InputError
 from dqkit.investigate import metrics as M
-from dqkit.investigate.source import (EVENT_COLUMNS, SOURCE_HELP, Source, base_tables, event_tables, resolve,
-                                      with_columns_present)
+from dqkit.investigate.source import EVENT_COLUMNS, SOURCE_HELP, Source, base_tables, event_tables, resolve, with_columns_present
 from dqkit.investigate.spans import SpanData, load_spans
 
 REJECTED_COLUMNS: dict[str, str] = {
@@ -80,18 +79,22 @@ class Evidence:
     # ------------------------------------------------------------------ facts about the source
     @property
     def has_spans(self) -> bool:
+        """A span export was given."""
         return self.spans is not None
 
     @property
     def has_quarantine(self) -> bool:
+        """The source keeps a quarantine table of rejected events."""
         return self.source.quarantine is not None
 
     @property
     def has_deliveries(self) -> bool:
+        """The source keeps a per-delivery ledger (dqkit's ``deliveries``)."""
         return self.source.deliveries is not None
 
     @property
     def has_row_traces(self) -> bool:
+        """The source's rows carry the ingest trace id (rows join to their batch's spans)."""
         return self.source.has("trace_id")
 
     @property
@@ -113,9 +116,11 @@ class Evidence:
         return out
 
     def scalar(self, sql: str, params: list | None = None):
+        """The first value of a query's first row."""
         return self.con.execute(sql, params or []).fetchall()[0][0]
 
     def sql(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        """A query's result as a Polars frame."""
         return self.con.sql(sql, params=params).pl() if params else self.con.sql(sql).pl()
 
     def batch_enrich_unknown(self) -> bool:
@@ -123,6 +128,7 @@ class Evidence:
         return not self.has_spans or enrich_unknown(self.con)
 
     def close(self) -> None:
+        """Detach the warehouse; close the connection unless it is the spans' own."""
         try:
             self.con.execute("DETACH wh")
         except duckdb.Error:

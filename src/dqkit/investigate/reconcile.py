@@ -29,11 +29,11 @@ from pathlib import Path
 import polars as pl
 
 from dqkit import names as N
-from dqkit.timefmt import iso_z
 from dqkit.errors import InputError
 from dqkit.investigate.evidence import Evidence, open_evidence
 from dqkit.investigate.ledger import batch_ledger, table_ledger
 from dqkit.investigate.spans import SpanData
+from dqkit.timefmt import iso_z
 
 CLASSES = ("silent_loss", "never_loaded", "over_count", "dead_lettered", "in_flight")
 """Classes of difference per batch (columns of :attr:`Reconciliation.batches`)."""
@@ -80,6 +80,7 @@ def heaviest_run(frame: pl.DataFrame, value: str, time: str = "hour", floor: flo
 
 @dataclass
 class Reconciliation:
+    """What the spans say happened against what the warehouse holds, with every difference classified."""
     batches: pl.DataFrame
     """One row per batch: ledger counts, warehouse rows and the classified differences (the
     warehouse columns are NULL when rows carry no trace id: then see :attr:`tables`)."""
@@ -167,6 +168,7 @@ class Reconciliation:
                               self.origins)
 
     def to_dict(self) -> dict:
+        """Totals, findings and what the source cannot tell, as JSON (``dqkit reconcile --json``)."""
         return {
             "as_of": _iso(self.as_of),
             "flight_window_s": int(self.flight_window.total_seconds()),

@@ -81,6 +81,7 @@ class Source:
     origin: str = "preset"
 
     def has(self, column: str) -> bool:
+        """The source maps canonical ``column`` to something of its own."""
         return column in self.columns
 
     def missing(self) -> list[str]:

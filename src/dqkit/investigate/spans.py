@@ -19,13 +19,13 @@ All the work happens in DuckDB, so millions of spans never become Python objects
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 import json
 import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -112,6 +112,7 @@ def _struct_type(structure: object) -> str:
         return structure
     if isinstance(structure, list):
         return _struct_type(structure[0]) + "[]"
+    assert isinstance(structure, dict), structure
     return "STRUCT(" + ", ".join(f'"{k}" {_struct_type(v)}' for k, v in structure.items()) + ")"
 
 
@@ -142,6 +143,7 @@ class SpanData:
     """The files the spans were read from (metrics exports beside them are found from these)."""
 
     def frame(self, table: str) -> pl.DataFrame:
+        """A span table (``spans``, ``span_events``, ``span_links``, ``span_resources``) as a Polars frame."""
         return self.con.sql(f"SELECT * FROM {table}").pl()
 
     @property
@@ -151,14 +153,17 @@ class SpanData:
 
     @property
     def events(self) -> pl.DataFrame:
+        """One row per span event."""
         return self.frame("span_events")
 
     @property
     def links(self) -> pl.DataFrame:
+        """One row per span link."""
         return self.frame("span_links")
 
     @property
     def resources(self) -> pl.DataFrame:
+        """The resources that carry spans."""
         return self.frame("span_resources")
 
     def flat(self, name: str | None = None) -> pl.DataFrame:

@@ -307,7 +307,8 @@ def _diagnose(ev: Evidence, day: date, baseline: date | None, as_of: datetime | 
     d, b = day_counts(con, day), day_counts(con, baseline)
     parts0 = {s: 0 for s in STAGE_ORDER} | {"late_arrival": 0, "real_change": 0}
     if d.received == 0:
-        dau = {"warehouse": 0, "received": 0, "baseline": b.warehouse, "change_pct": -100.0, "expected_late": 0}
+        dau = {"warehouse": 0, "received": 0, "baseline": b.warehouse, "change_pct": -100.0 if b.warehouse else 0.0,
+               "expected_late": 0}
         f = Finding("pipeline", "no_data", {}, _hour_window(day, 0, 23), 0, None, 0.0, 1.0,
                     f"no events at all for {day} ({covered}); the baseline had {b.received:,} users.", {"hours": list(range(24))})
         return Diagnosis(day, baseline, reason, dau, {"total_change": -b.warehouse, "parts": parts0 | {"real_change": -b.warehouse},

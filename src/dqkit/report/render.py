@@ -184,7 +184,8 @@ def _verdict_line(doc: dict) -> str:
            "real": "a real change in users, not the pipeline",
            "mixed": f"partly real, partly the pipeline ({count(lost)} users lost in it or still to arrive)",
            "inflated": "inflated by a bot-like burst, not by real users",
-           "no_data": "events are missing for part of the day, so DAU says nothing about users yet",
+           "no_data": ("no events at all for the day: the data is missing, not the users" if not dau["received"]
+                       else "events are missing for part of the day, so DAU says nothing about users yet"),
            "none": "no material change"}.get(v, v)
     if doc.get("dau_status", doc.get("status")) == "provisional":
         why += " (provisional: users of the day may still arrive)"

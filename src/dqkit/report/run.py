@@ -97,6 +97,9 @@ def kernel_config(socket_dir: str):
     c = Config()
     c.KernelManager.transport = "ipc"
     c.KernelManager.ip = str(Path(socket_dir) / "kernel")
+    # On a busy machine a kernel can take longer than the default 5 s to exit after the last
+    # cell; past that it is interrupted and logs "KeyboardInterrupt caught in kernel" on stderr.
+    c.KernelManager.shutdown_wait_time = 30.0
     return c
 
 

@@ -35,7 +35,7 @@ def test_gzip_and_chunking_are_bounded(tmp_path):
 
 
 def test_a_chunk_parsed_in_several_queries_reads_the_same(tmp_path, monkeypatch):
-    from dqkit.events.readers import _Parser
+    from dqkit.events.readers import Parser
 
     lines = [json.dumps(batch(f"b-{n}", [event(f"e{n}-{k}") for k in range(n % 4)])) for n in range(40)]
     lines[7] = "not json"
@@ -48,7 +48,7 @@ def test_a_chunk_parsed_in_several_queries_reads_the_same(tmp_path, monkeypatch)
         return d.sort("line_no"), e.sort("line_no", "event_index")
 
     whole = frames()
-    monkeypatch.setattr(_Parser, "piece_lines", 3)
+    monkeypatch.setattr(Parser, "piece_lines", 3)
     pieces = frames()
     for a, b in zip(whole, pieces):
         assert a.equals(b)
@@ -207,9 +207,9 @@ from dqkit.errors import InputError  # noqa: E402
 
 @pytest.mark.parametrize("name,body,why", [
     ("events.csv", b'{"batch_id": "b"}\n', "a .csv file is not NDJSON"),
-    ("events.csv.gz", gzip.compress(b"a,b\n1,2\n"), "a .csv file is not NDJSON"),
+    ("events.csv.gz", gzip.compress(b"a,b\n1,2\n", mtime=0), "a .csv file is not NDJSON"),
     ("export.txt", b"event_id,event_type,user_id\ne1,view,u1\ne2,tap,u2\n", "look like CSV"),
-    ("export.ndjson.gz", gzip.compress(b"event_id\tevent_type\ne1\tview\n"), "look like TSV"),
+    ("export.ndjson.gz", gzip.compress(b"event_id\tevent_type\ne1\tview\n", mtime=0), "look like TSV"),
     ("notes.ndjson", b"Dear team,\nhere are the events you asked for\n", "none of its first lines is a JSON object"),
     ("pic.ndjson", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
     ("export.json", b'[\n  {\n    "batch_id": "b-1",\n    "events": []\n  }\n]\n', "pretty-printed"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import polars as pl
+
 from dqkit.live.envelope import delivery_key, native_batch, receive_span_id, traceparent
 from dqkit.live.lines import LineParser, Record
 from dqkit.live.queues import LogSink, LogSource, read_committed
@@ -85,3 +87,42 @@ def test_records_to_frames_with_their_receiving_span(tmp_path):
     assert derived.get_column("parent_span_id").to_list() == [receive_span_id(key)]
     assert ds[3].traceparent == traceparent(delivery_trace_id(key), receive_span_id(key))
     assert json.loads(ds[3].line)["received_at"] == "2027-01-15T08:00:00.000003Z"
+
+
+def test_live_clock_enters_at_arrival_and_shows_the_queue_wait(tmp_path):
+    """A live consumer's spans start each batch at its request's arrival, so the time it sat in
+    the queue is the ``queue`` stage (publish to enrich), and ``loaded_at`` is the real load time."""
+    import threading
+    import time
+
+    import duckdb
+
+    from dqkit.investigate.lag import stage_lag
+    from dqkit.investigate.spans import load_spans
+    from dqkit.live.consumer import ConsumerConfig, consume
+    from dqkit.live.queues import parse_queue
+
+    waited_s = 30
+    arrived_us = (time.time_ns() // 1000) - waited_s * 1_000_000  # requests that arrived 30 s ago
+    ds = [native_batch({"batch_id": f"b{i}", "events": [{"event_id": f"e{i}", "event_type": "view", "user_id": f"u{i}",
+                                                         "timestamp": "2026-12-01T10:00:00Z"}]}, arrived_us + i)
+          for i in range(5)]
+    sink = LogSink(tmp_path / "q")
+    send_all(sink, ds)
+    sink.close()
+    stop = threading.Event()
+    stop.set()  # drain what is there, then stop
+    out = consume(parse_queue(f"embedded:{tmp_path / 'q'}", tmp_path / "wh.duckdb"), tmp_path / "wh.duckdb",
+                  tmp_path / "tel", config=ConsumerConfig(poll_s=0.05, linger_s=0), stop=stop)
+    assert out.records == 5 and out.ledger is not None and out.ledger.loaded == 5
+
+    sd = load_spans(tmp_path / "tel")
+    starts = sd.con.sql("SELECT start_ns // 1000 FROM spans WHERE name = 'analytics.ingest_batch' ORDER BY 1").fetchall()
+    assert [s for (s,) in starts] == [arrived_us + i for i in range(5)], "ingest starts at the request's arrival"
+    lag = stage_lag(sd).filter(pl.col("stage") == "queue")
+    assert lag.height == 1 and lag["batches"][0] == 5
+    assert waited_s - 1 < lag["p50_s"][0] < waited_s + 30, lag
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    (low,), = con.sql("SELECT min(epoch_us(loaded_at) - epoch_us(received_at)) FROM events").fetchall()
+    con.close()
+    assert low >= waited_s * 1_000_000, "loaded_at is when the row really loaded"

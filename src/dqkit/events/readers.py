@@ -218,8 +218,9 @@ FROM events e
 """
 
 
-class _Parser:
-    """Turns a list of lines into the raw frames with one DuckDB query."""
+class Parser:
+    """Turns a list of lines into the raw frames with one DuckDB query: the readers below use it
+    for a sample's lines, :mod:`dqkit.live.lines` for the lines a queue delivers."""
 
     def __init__(self) -> None:
         self._con = duckdb.connect()
@@ -232,8 +233,16 @@ class _Parser:
     2.5k lines, 1.8 s with 5k and 1.6 s with 10k; 10k lines took a 10M-event replay's peak to
     2.02 million kB, 5k lines (with the lines handed over as one Arrow buffer) to 1.89 million."""
 
+    def parse_bodies(self, bodies: list[bytes], keys: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The deliveries and events of ``bodies`` (lines without their newline, numbered from 1
+        in order) under delivery ``keys``; bad UTF-8 and NaN/Infinity make unreadable deliveries."""
+        texts, errors = _decode(bodies, [None] * len(bodies))
+        return self.parse(list(range(1, len(bodies) + 1)), keys, texts, errors)
+
     def parse(self, line_nos: list[int], keys: list[str], texts: pa.Array | list[str],
               errors: list[str | None]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The deliveries and events of decoded lines ``texts`` (numbered ``line_nos``, keyed
+        ``keys``); a line with an entry in ``errors`` becomes an unreadable delivery."""
         lines = pa.table(
             {
                 "line_no": pa.array(line_nos, pa.int64()),
@@ -369,7 +378,7 @@ def iter_ndjson(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[
     key). Decoding and the NaN/Infinity check run over whole blocks, and per line only in the
     rare block that needs it.
     """
-    parser = _Parser()
+    parser = Parser()
     keys = _DeliveryKeys()
     nos: list[int] = []
     bodies: list[bytes] = []
@@ -486,7 +495,7 @@ def iter_parquet(path: Path, chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator
         raise InputError(f"{path}: a flat Parquet sample needs columns {sorted(missing)}; it has {sorted(names)}")
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    parser = _Parser()
+    parser = Parser()
     keys = _DeliveryKeys()
     offset = 0
     for batch in pf.iter_batches(batch_size=chunk_lines * _PARQUET_BATCH_ROWS):

@@ -798,10 +798,10 @@ def _delay_stage(sd, hit: pl.DataFrame) -> str:
     traces = hit.select("trace_id").unique()
     sd.con.register("_slow", traces.to_arrow())
     try:
-        row = sd.con.sql("""
-            WITH p AS (SELECT trace_id, max(end_ns) AS end_ns FROM spans WHERE name = 'analytics.publish_to_queue' GROUP BY 1),
-                 e AS (SELECT trace_id, start_ns, end_ns FROM spans WHERE name = 'analytics.enrich'),
-                 u AS (SELECT trace_id, end_ns - start_ns AS d FROM spans WHERE name = 'analytics.enrich.user_profile')
+        row = sd.con.sql(f"""
+            WITH p AS (SELECT trace_id, max(end_ns) AS end_ns FROM spans WHERE name = '{N.PUBLISH}' GROUP BY 1),
+                 e AS (SELECT trace_id, start_ns, end_ns FROM spans WHERE name = '{N.ENRICH}'),
+                 u AS (SELECT trace_id, end_ns - start_ns AS d FROM spans WHERE name = '{N.ENRICH_PROFILE}')
             SELECT median(e.start_ns - p.end_ns), median(u.d)
             FROM _slow s JOIN p USING (trace_id) JOIN e USING (trace_id) JOIN u USING (trace_id)
         """).fetchall()[0]

@@ -36,7 +36,7 @@ class LineParser:
     """Parses records into :class:`dqkit.events.readers.RawChunk` s (one DuckDB query per poll)."""
 
     def __init__(self) -> None:
-        self._parser = readers._Parser()
+        self._parser = readers.Parser()
 
     def parse(self, records: list[Record], derive_context: bool = False) -> readers.RawChunk:
         """The records' deliveries and events. Line numbers are the order of arrival in this poll
@@ -55,8 +55,7 @@ class LineParser:
                 keys.append(key)
                 kept.append(r)
         records = kept
-        texts, errors = readers._decode(bodies, [None] * len(bodies))
-        deliveries, events = self._parser.parse(list(range(1, len(bodies) + 1)), keys, texts, errors)
+        deliveries, events = self._parser.parse_bodies(bodies, keys)
         # The receiving span, where the record names one in this delivery's own trace (a record
         # from another producer keeps the pipeline's root ingest span).
         parents = []

@@ -50,6 +50,15 @@ def stamp_ingest(batches: pl.DataFrame, seconds: Mapping[str, float]) -> pl.Data
     return out.with_columns(t_published=pl.col("t_deduped") + amortized(seconds.get("publish", 0), share))
 
 
+def consumed_at(ready_ns: pl.Expr, live: bool = False) -> pl.Expr:
+    """``t_consumed``: when the consumer took each batch from the queue, ``ready_ns`` (published,
+    plus any injected backlog). On the live clock it is now: the batch entered at its request's
+    arrival (``received_at``), so the time it waited in the endpoint's queue (Kafka, or the
+    embedded log) and for the consumer shows where the reference design's queue is, between
+    publish and enrich (the ``queue`` stage of :func:`dqkit.investigate.lag.stage_lag`)."""
+    return pl.max_horizontal(ready_ns, live_now()) if live else ready_ns
+
+
 def stamp_enrich(batches: pl.DataFrame, seconds: Mapping[str, float], consumed: int, profile_delay: pl.Expr,
                  load_interval_s: float, live: bool = False) -> pl.DataFrame:
     """Add ``t_profiled, t_geo, t_enriched`` after ``t_consumed``, and ``t_load``, the load that
@@ -75,7 +84,7 @@ def stamp_enrich(batches: pl.DataFrame, seconds: Mapping[str, float], consumed: 
 
 def live_now() -> pl.Expr:
     """The live clock (``ReplayConfig.clock = "live"``): the real time now, in nanoseconds.
-    Stages after it still add their measured times, so the spans show when each really ran."""
+    Stages after it still add their measured times."""
     return pl.lit(time.time_ns(), pl.Int64)
 
 

@@ -36,5 +36,6 @@ class ReplayConfig:
     """Build and export spans (off only to measure what tracing costs)."""
     clock: str = "replay"
     """``replay``: the replay clock (DESIGN section 7). ``live``: real time, for a pipeline fed by
-    the ingestion endpoint (:mod:`dqkit.live`): a chunk's batches enter when it is processed and
-    load when it is inserted (see :func:`dqkit.pipeline.clock.live_now`)."""
+    the ingestion endpoint (:mod:`dqkit.live`): a batch enters at its request's arrival (the
+    endpoint's ``received_at``), leaves the queue when the consumer processes it and loads when
+    it is inserted (see :func:`dqkit.pipeline.clock.consumed_at`)."""

@@ -40,7 +40,7 @@ class IngestResult:
 
 
 def ingest(deliveries: pl.DataFrame, events: pl.DataFrame, dedup: Deduplicator, queue: Queue, ids: SpanIds,
-           limits: sch.ValidationLimits | None = None, watermark_ns: int | None = None, live: bool = False) -> IngestResult:
+           limits: sch.ValidationLimits | None = None, watermark_ns: int | None = None) -> IngestResult:
     """Validate, deduplicate and publish one chunk's deliveries and their events.
 
     Args:
@@ -51,12 +51,11 @@ def ingest(deliveries: pl.DataFrame, events: pl.DataFrame, dedup: Deduplicator, 
         ids: makes each delivery's trace and span ids.
         limits: what validation accepts.
         watermark_ns: the latest entry time so far (deliveries without one enter then).
-        live: batches enter now, on the real clock (the ingestion endpoint), not at their ``received_at``.
     """
     seconds: dict[str, float] = {}
     deliveries = deliveries.sort("line_no").join(ids.delivery_ids(deliveries.get_column("delivery_key")),
                                                  on="delivery_key", how="left")
-    deliveries = deliveries.with_columns(clock.live_now().alias("t_enter") if live else clock.entry_times(watermark_ns))
+    deliveries = deliveries.with_columns(clock.entry_times(watermark_ns))
     events = events.join(deliveries.select("delivery_key", "trace_id"), on="delivery_key", how="left")
     t = time.perf_counter()
     v = validate(events, deliveries, limits)

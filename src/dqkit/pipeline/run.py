@@ -150,7 +150,7 @@ class Replay:
             return None
         with self._step("ingest", timed=False):
             ingested = ingest(chunk.deliveries, chunk.events, self.dedup, self.queue, self.ids, self.config.limits,
-                              self.watermark_ns, live=self.config.clock == "live")
+                              self.watermark_ns)
         self.timer.add(ingested.seconds)
         entered = ingested.batches.get_column("t_enter").max()
         if entered is not None:
@@ -165,8 +165,9 @@ class Replay:
         """
         d = ingested.batches
         published = ingested.deduped.unique.select("delivery_key", "user_id")
-        d = d.with_columns(t_consumed=pl.col("t_published") + self.faults.batch_delay(d, "queue_backlog", "t_published",
-                                                                                      published))
+        d = d.with_columns(t_consumed=clock.consumed_at(
+            pl.col("t_published") + self.faults.batch_delay(d, "queue_backlog", "t_published", published),
+            live=self.config.clock == "live"))
         msg = self.queue.consume()
         consumed = msg.events if msg is not None else ingested.deduped.unique.clear()
         if msg is not None:

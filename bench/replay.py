@@ -4,6 +4,7 @@ limits for the same data, and load_spans + reconcile on a ~1M-span export.
 
     python bench/replay.py [--events 200000] [--runs 3] [--pairs 7] [--reference-events 20000]
                            [--sustained-events 1000000] [--span-events 1000000] [--memory-events 0]
+                           [--baseline REV]
 
 Each measurement runs in a fresh process, which reports its own peak RSS. Figures are medians
 of ``--runs``; ratios compare figures taken in the same run, because these machines are noisy.
@@ -14,6 +15,10 @@ every chunk, the final commit and checkpoint), not interpreter start-up. On a 20
 sample (three chunks) those fixed costs weigh; ``--sustained-events`` replays a larger sample
 in ``--pairs`` traced/untraced pairs too, for the rate a long replay keeps up.
 ``--memory-events`` adds one replay of a sample that size, for its peak RSS.
+``--baseline REV`` (a git revision, e.g. ``HEAD~1``) checks that a change costs nothing: it
+alternates ``--pairs`` traced replays of the ``--events`` sample by REV's code (its ``src`` and
+``data``, extracted with ``git archive``) and by this checkout's, and gives the pairs' median
+ratio of CPU and wall time, with their range.
 
 The output ends with the targets (bench/README.md, "Targets") and whether this run met each; the
 memory target is judged only with ``--memory-events 10000000`` or more, the span target only
@@ -23,12 +28,14 @@ on an export of 1M spans or more.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -37,8 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 REPLAY = """
 import json, shutil, sys, time
 from pathlib import Path
-from dqkit.allocator import keep_freed_memory
-assert keep_freed_memory()  # before Polars loads, as the dqkit command does
+try:
+    from dqkit.allocator import keep_freed_memory
+    assert keep_freed_memory()  # before Polars loads, as the dqkit command does
+except ImportError:  # a --baseline older than dqkit.allocator: importing dqkit set the allocator
+    import dqkit
 from dqkit.pipeline.run import ReplayConfig, replay
 out = Path(sys.argv[2]); shutil.rmtree(out, ignore_errors=True)
 t = time.perf_counter()
@@ -92,11 +102,13 @@ print(json.dumps({"peak_rss_kb": int(next(l.split()[1] for l in open("/proc/self
 """
 
 
-def child(code: str, *args: str) -> tuple[dict, float]:
-    """Run ``code`` in a fresh interpreter; its JSON result (with ``cpu_seconds`` added: user +
-    system time of the whole process) and its own peak RSS in MB."""
+def child(code: str, *args: str, src: Path | None = None) -> tuple[dict, float]:
+    """Run ``code`` in a fresh interpreter (importing dqkit from ``src`` when given, else this
+    checkout's); its JSON result (with ``cpu_seconds`` added: user + system time of the whole
+    process) and its own peak RSS in MB."""
+    env = None if src is None else {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-c", code + _PEAK_RSS, *args], stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", code + _PEAK_RSS, *args], stdout=out, stderr=err, text=True, env=env)
         _, status, usage = os.wait4(proc.pid, 0)  # reaped here, so its own rusage is ours to read
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
@@ -120,6 +132,39 @@ def _replays(sample, work: Path, modes: list[str], runs: int) -> dict[str, list[
         for m in modes:
             docs[m].append(child(REPLAY, str(sample.events_path), str(work / m), str(sample.profiles_path), m))
     return docs
+
+
+def _baseline_src(rev: str, cache: Path) -> tuple[str, Path]:
+    """REV's short commit id and its ``src`` folder, extracted (once) under ``cache``."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=10", f"{rev}^{{commit}}"], capture_output=True,
+                         text=True)
+    if sha.returncode:
+        raise SystemExit(f"--baseline {rev!r}: not a commit of this repository ({sha.stderr.strip()})")
+    commit = sha.stdout.strip()
+    dest = cache / f"baseline-{commit}"
+    if not (dest / "src" / "dqkit").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "src", "data"], capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+            t.extractall(dest, filter="data")
+    return commit, dest / "src"
+
+
+def _against_baseline(sample, work: Path, src: Path, pairs: int) -> dict[str, tuple[float, float, float]]:
+    """This checkout's traced replay over the baseline's, alternating ``pairs`` times: per
+    measure (``cpu_seconds``, ``seconds``), the median ratio of the pairs and its range. Both
+    must account for every event and write the same number of spans."""
+    now, before = [], []
+    for _ in range(pairs):
+        before.append(child(REPLAY, str(sample.events_path), str(work / "baseline"), str(sample.profiles_path), "on", src=src)[0])
+        now.append(child(REPLAY, str(sample.events_path), str(work / "current"), str(sample.profiles_path), "on")[0])
+    if {d["spans"] for d in now} != {d["spans"] for d in before}:
+        print(f"note: the baseline wrote {before[0]['spans']:,} spans, this checkout {now[0]['spans']:,}", file=sys.stderr)
+    out = {}
+    for key in ("cpu_seconds", "seconds"):
+        r = sorted(a[key] / b[key] for a, b in zip(now, before, strict=True))
+        out[key] = (statistics.median(r), r[0], r[-1])
+    return out
 
 
 def _summary(runs: list[tuple[dict, float]]) -> tuple[float, float, dict, int, float]:
@@ -177,6 +222,8 @@ def main() -> None:
     ap.add_argument("--memory-events", type=int, default=0, help="also replay a sample this large once, for peak RSS")
     ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "bench",
                     help="folder for the generated samples and the runs' output (kept between runs)")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also compare traced replays with this git revision's code, in --pairs alternating pairs")
     args = ap.parse_args()
 
     work = args.cache / "work"
@@ -206,6 +253,12 @@ def main() -> None:
         ("dqkit as a fraction of the slower of Polars parse and DuckDB insert", f"{full / slower:.2f}"),
     ]
     targets = _replay_targets(args.events, full, ref, wall[0])
+    if args.baseline:
+        commit, src = _baseline_src(args.baseline, args.cache)
+        vs = _against_baseline(big, work / "vs", src, args.pairs)
+        rows += [(f"this checkout / {commit} ({args.baseline}), {name}, full tracing ({args.pairs} pairs)",
+                  "{:.3f} (pairs {:.3f} to {:.3f})".format(*vs[key])) for key, name in (("cpu_seconds", "CPU time"),
+                                                                                    ("seconds", "wall time"))]
     if args.sustained_events:
         long = _replays(_sample(args.cache, args.sustained_events), work / "sustained", ["on", "off"], args.pairs)
         (l_on, l_rss, _, l_spans, l_cpu), (l_off, _, _, _, l_off_cpu) = _summary(long["on"]), _summary(long["off"])

@@ -18,7 +18,7 @@ def _row(out: str, label: str) -> str:
 def test_bench_reports_every_measurement_and_the_targets(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--events", "1500", "--runs", "1", "--pairs", "2", "--reference-events", "300",
-         "--sustained-events", "1500", "--span-events", "2000", "--cache", str(tmp_path)],
+         "--sustained-events", "1500", "--span-events", "2000", "--cache", str(tmp_path), "--baseline", "HEAD"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -35,6 +35,11 @@ def test_bench_reports_every_measurement_and_the_targets(tmp_path):
     assert re.search(r"\d+\.\d s, peak RSS", _row(out, "load_spans + reconcile"))
     assert re.search(r"\| \d+\.\d\d \|$", _row(out, "warehouse.insert"))
     assert re.search(r"\| [\d,]+ events/s \(\d+\.\dx the reference\)", _row(out, "sustained: dqkit replay of 1,500 events"))
+    # --baseline: the committed code extracted and replayed against this checkout, pair by pair
+    vs = [line for line in out.splitlines() if line.startswith("| this checkout / ")]
+    assert [m in row for row, m in zip(vs, ("CPU time", "wall time"), strict=True)] == [True, True], out
+    assert all(re.search(r"\(2 pairs\) \| \d+\.\d{3} \(pairs \d+\.\d{3} to \d+\.\d{3}\) \|$", row) for row in vs), vs
+    assert next(tmp_path.glob("baseline-*/src/dqkit/pipeline/run.py")).is_file()
     # targets: three each for the replay and the sustained samples; the span and memory ones
     # are judged only on 1M spans / 10M events
     targets = out[out.index("| target |"):].splitlines()[2:]

@@ -126,3 +126,26 @@ def test_live_clock_enters_at_arrival_and_shows_the_queue_wait(tmp_path):
     (low,), = con.sql("SELECT min(epoch_us(loaded_at) - epoch_us(received_at)) FROM events").fetchall()
     con.close()
     assert low >= waited_s * 1_000_000, "loaded_at is when the row really loaded"
+
+
+def test_live_clock_enters_a_record_without_an_arrival_stamp_when_it_is_read(tmp_path):
+    """A record another producer wrote, with no ``received_at``, enters when the consumer reads it
+    (not at the epoch, nor at an earlier batch's time)."""
+    import time
+
+    from dqkit.pipeline.run import Replay, ReplayConfig
+
+    line = json.dumps({"batch_id": "foreign", "events": [{"event_id": "f1", "event_type": "view", "user_id": "u",
+                                                          "timestamp": "2026-12-01T10:00:00Z"}]}).encode()
+    chunk = LineParser().parse([Record(line, 0, 0)])
+    run = Replay(tmp_path / "wh.duckdb", tmp_path / "tel", config=ReplayConfig(clock="live"))
+    try:
+        before = time.time_ns()
+        ingested = run.ingest(chunk)
+        assert ingested is not None
+        (entered,) = ingested.batches.get_column("t_enter").to_list()
+        assert before <= entered <= time.time_ns()
+        run.consume(ingested)
+    finally:
+        result = run.close("test")
+    assert result.ledger.received == 1 and result.ledger.unaccounted == 0  # accounted for, whatever validation said

@@ -85,7 +85,12 @@ def stamp_enrich(batches: pl.DataFrame, seconds: Mapping[str, float], consumed: 
 def live_now() -> pl.Expr:
     """The live clock (``ReplayConfig.clock = "live"``): the real time now, in nanoseconds.
     Stages after it still add their measured times."""
-    return pl.lit(time.time_ns(), pl.Int64)
+    return pl.lit(live_now_ns(), pl.Int64)
+
+
+def live_now_ns() -> int:
+    """The live clock's time now, in nanoseconds since the epoch."""
+    return time.time_ns()
 
 
 def as_timestamp(ns: pl.Expr) -> pl.Expr:

@@ -149,8 +149,9 @@ class Replay:
         if chunk.deliveries.is_empty():
             return None
         with self._step("ingest", timed=False):
-            ingested = ingest(chunk.deliveries, chunk.events, self.dedup, self.queue, self.ids, self.config.limits,
-                              self.watermark_ns)
+            # Live, a record with no arrival stamp (another producer's) arrived when it is read.
+            unstamped = clock.live_now_ns() if self.config.clock == "live" else self.watermark_ns
+            ingested = ingest(chunk.deliveries, chunk.events, self.dedup, self.queue, self.ids, self.config.limits, unstamped)
         self.timer.add(ingested.seconds)
         entered = ingested.batches.get_column("t_enter").max()
         if entered is not None:

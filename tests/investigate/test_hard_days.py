@@ -75,6 +75,33 @@ def test_real_growth_is_real_and_a_bot_burst_is_inflated(tmp_path):
     assert not [f for f in d["findings"] if f["stage"] == "enrich.user_profile" and f["kind"] == "degraded"]
 
 
+def test_a_bot_burst_within_the_days_noise_is_still_bots_not_a_profile_outage(tmp_path):
+    # 50 bots on a ~460-DAU product whose organic users fell a little: the day's total moves +36,
+    # within its noise (±14%), but the ids are identified, so they are bots, not users, not a
+    # degraded profile store and not a delay.
+    wh, tel, _ = _build(tmp_path, [f"bot_burst:magnitude=50,start={DAY}T18:00:00Z,duration=2h"], seed=4)
+    d = diagnose(wh, tel, DAY).to_dict()
+    _adds_up(d)
+    assert d["verdict"] == "inflated", d["reason"]
+    bots = next(f for f in d["findings"] if f["kind"] == "inflated")
+    assert 45 <= bots["users"] <= 55 and d["decomposition"]["parts"]["inflated"] == bots["users"]
+    assert _near(bots["window"], f"{DAY}T18:00:00Z", f"{DAY}T20:00:00Z"), bots["window"]
+    assert not [f for f in d["findings"] if f["stage"] == "enrich.user_profile" and f["kind"] == "degraded"]
+
+
+def test_bots_arriving_while_users_leave_are_mixed(tmp_path):
+    # Bots hide a real fall: DAU barely moves, yet US users left and bots took their place.
+    wh, tel, _ = _build(tmp_path, [f"real_drop:country=US,rate=0.6,start={DAY}T00:00:00Z",
+                                   f"bot_burst:magnitude=150,start={DAY}T14:00:00Z,duration=3h"])
+    d = diagnose(wh, tel, DAY).to_dict()
+    _adds_up(d)
+    assert d["verdict"] == "mixed" and "bot-like burst" in d["reason"] and "really moved" in d["reason"], d["reason"]
+    parts = d["decomposition"]["parts"]
+    assert parts["inflated"] >= 140 and parts["real_change"] < 0, parts
+    real = next(f for f in d["findings"] if f["kind"] == "real_change")
+    assert real["direction"] == "down" and real["segment"].get("country") == "US", real
+
+
 def test_ids_reused_for_other_events_are_a_drop_and_resends_are_not(tmp_path):
     wh, tel, _ = _build(tmp_path / "r", [f"id_reuse:sdk_version=3.1.4,rate=0.6,start={DAY}T06:00:00Z,duration=10h"])
     d = diagnose(wh, tel, DAY).to_dict()

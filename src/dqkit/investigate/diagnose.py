@@ -438,35 +438,35 @@ def _diagnose(ev: Evidence, day: date, baseline: date | None, as_of: datetime | 
                          "evidence": f"no events for {len(empty)} hour(s) of {day} that had traffic on {baseline} "
                                      f"({', '.join(f'{h:02d}:00' for h in empty[:6])}{', ...' if len(empty) > 6 else ''})."})
 
-    # A real change: received users moved, net of what each stage lost.
+    # Bots are identified, not estimated: their ids leave the real change into a part of their own
+    # whether or not the day's total moved beyond noise (organic users may have fallen meanwhile).
+    burst = _bot_burst(con, day, baseline, base_dau)
+    bots, bot_ids = burst if burst else (None, [])
+    if bots is not None:
+        bots["dau_impact_pct"] = round(bots["users"] / base_dau * 100, 2)
+        parts["inflated"] = bots["users"]
+        parts["real_change"] -= bots["users"]
+        findings.append(bots)
+        # The bots carry no profiles: that is theirs, not the profile store's.
+        findings = [f for f in findings if not (f["stage"] == "enrich.user_profile" and f["kind"] == "degraded"
+                                                and f["users"] <= bots["users"] * 1.2 + 5)]
+
+    # A real change: received users moved, net of what each stage lost and of the bots.
     real = parts["real_change"]
     material = material_pct(b.warehouse)
-    bots = None
     if abs(real) / base_dau * 100 >= material:
-        if real > 0:
-            bots = _bot_burst(con, day, baseline, real)
-        if bots is not None:
-            # Bots are not users: their ids come out of the real change into a part of their own.
-            bots["dau_impact_pct"] = round(bots["users"] / base_dau * 100, 2)
-            parts["inflated"] = bots["users"]
-            parts["real_change"] -= bots["users"]
-            real = parts["real_change"]
-            findings.append(bots)
-            # The bots carry no profiles: that is theirs, not the profile store's.
-            findings = [f for f in findings if not (f["stage"] == "enrich.user_profile" and f["kind"] == "degraded"
-                                                    and f["users"] <= bots["users"] * 1.2 + 5)]
-        else:
-            seg, moved = _real_segment(con, day, baseline)
-            growth = _new_signups(con, day, baseline) if real > 0 else 0
-            findings.append({
-                "stage": "none", "kind": "real_change", "segment": seg, "window": _hour_window(day, 0, 23),
-                "events": 0, "users": abs(real), "dau_impact_pct": round(real / base_dau * 100, 2),
-                "confidence": round(min(1.0, abs(moved) / max(abs(real), 1)), 2) if seg else 0.5,
-                "direction": "up" if real > 0 else "down",
-                "evidence": f"{d.received:,} users sent events on {day} against {b.received:,} on {baseline}, net of what "
-                            "the pipeline lost" + (f"; {abs(moved):,} of the change is in {_seg_text(seg)}" if seg else "")
-                            + (f"; {growth:,} more users than on the baseline signed up that day" if growth > 0 else "") + ".",
-            })
+        seg, moved = _real_segment(con, day, baseline, bot_ids)
+        growth = _new_signups(con, day, baseline) if real > 0 else 0
+        findings.append({
+            "stage": "none", "kind": "real_change", "segment": seg, "window": _hour_window(day, 0, 23),
+            "events": 0, "users": abs(real), "dau_impact_pct": round(real / base_dau * 100, 2),
+            "confidence": round(min(1.0, abs(moved) / max(abs(real), 1)), 2) if seg else 0.5,
+            "direction": "up" if real > 0 else "down",
+            "evidence": f"{d.received:,} users sent events on {day} against {b.received:,} on {baseline}, net of what "
+                        "the pipeline lost" + (" and of the bots" if bots else "")
+                        + (f"; {abs(moved):,} of the change is in {_seg_text(seg)}" if seg else "")
+                        + (f"; {growth:,} more users than on the baseline signed up that day" if growth > 0 else "") + ".",
+        })
 
     findings.sort(key=lambda f: (-abs(f["dau_impact_pct"]), -f["confidence"], -f["events"]))
     change_pct = round(change / base_dau * 100, 2)
@@ -490,7 +490,7 @@ def _verdict(pipeline: int, real: int, base: int, findings: list[dict], material
     pipe_found = any(f["stage"] not in ("none", "client") and f["kind"] not in ("no_data",) and f["confidence"] >= 0.5
                      for f in findings)
     if any(f["stage"] == "client" and f["kind"] == "inflated" and f.get("cause") == "bot-like burst" for f in findings):
-        return "inflated" if not (pipe_found and pipe_pct >= material) else "mixed"
+        return "mixed" if (pipe_found and pipe_pct >= material) or real_pct >= material else "inflated"
     if real_pct >= material and (pipe_pct >= material or (pipe_found and pipe_pct >= MATERIAL_PCT)):
         return "mixed"
     if real_pct >= material:
@@ -506,9 +506,9 @@ def _reason(verdict: str, change: int, pipeline: int, real: int, base: int, mate
             empty: list[int], provisional: bool, late: int, parts: dict | None = None, future: list[int] | None = None) -> str:
     """Why the verdict, in one sentence."""
     noise = round(base * material / 100)
-    tail = f" The day is provisional: about {late:,} users are still expected to arrive." if provisional and late else (
+    tail = f" The day is provisional: about {late:,} {'user is' if late == 1 else 'users are'} still expected to arrive." if provisional and late else (
         " The day is provisional: its events may still be arriving." if provisional else "")
-    top = next((f for f in findings if f["kind"] != "no_data"), None)
+    top = next((f for f in findings if f["kind"] != "no_data" and f.get("cause") != "bot-like burst"), None)
     if verdict == "no_data" and future and len(future) == len(empty):
         return (f"the day is not over at the as-of time: its last {len(future)} hour(s) ({future[0]:02d}:00 on) have not "
                 f"happened yet, so the change of {change:+,} users is not yet a day's DAU." + tail)
@@ -518,8 +518,8 @@ def _reason(verdict: str, change: int, pipeline: int, real: int, base: int, mate
                 "about users." + tail)
     if verdict == "none":
         return f"within noise: {change:+,} users against ±{noise:,} users (3σ of the baseline's {base:,}, or 1%)." + tail
-    if verdict == "inflated":
-        bots = next(f for f in findings if f.get("cause") == "bot-like burst")
+    bots = next((f for f in findings if f.get("cause") == "bot-like burst"), None)
+    if verdict == "inflated" and bots:
         return (f"{bots['users']:,} users of a bot-like burst ({_seg_text(bots['segment'])}) inflate DAU; "
                 f"the rest of the change is within noise." + tail)
     if verdict == "real":
@@ -528,6 +528,13 @@ def _reason(verdict: str, change: int, pipeline: int, real: int, base: int, mate
     biggest = min(((k, v) for k, v in (parts or {}).items() if k != "real_change"), key=lambda kv: kv[1], default=None)
     what = (f"{top['stage']} {top['kind']} in {_seg_text(top['segment'])}" if top
             else f"{biggest[0].replace('_', ' ')} ({biggest[1]:+,} users)" if biggest else "the pipeline")
+    if verdict == "mixed" and bots:
+        said = [f"{bots['users']:,} users of a bot-like burst ({_seg_text(bots['segment'])}) inflate DAU"]
+        if top and top["stage"] not in ("none", "client"):
+            said.append(f"the pipeline accounts for {pipeline:+,} users (mostly {what})")
+        if abs(real) >= noise:
+            said.append(f"{real:+,} users really moved")
+        return "more than one thing: " + "; ".join(said) + "." + tail
     if verdict == "mixed":
         return f"both: the pipeline accounts for {pipeline:+,} users (mostly {what}) and {real:+,} users really moved." + tail
     return f"the pipeline accounts for {pipeline:+,} of the {change:+,} users, mostly {what}." + tail
@@ -565,9 +572,11 @@ def _new_signups(con, day: date, baseline: date) -> int:
     return int(nd - nb)
 
 
-def _bot_burst(con, day: date, baseline: date, real: int) -> dict | None:
-    """A rise made of new ids without profiles, dense in a few hours and one client: bots, not users.
-    Real growth (new users with profiles, spread through the day) returns None."""
+def _bot_burst(con, day: date, baseline: date, base_dau: int) -> tuple[dict, list[str]] | None:
+    """Ids never seen before and without a profile, dense in a few hours and one client: bots, not
+    users. Real growth (new users with profiles, spread through the day) returns None; so does a
+    burst no larger than the baseline's own profile-less users, or under 1% of its DAU.
+    Returns the finding and the bots' ids."""
     new = con.sql("""
         WITH seen AS (SELECT DISTINCT user_id FROM activity_day WHERE day < ?)
         SELECT a.* FROM activity_day a WHERE a.day = ? AND a.user_id NOT IN (SELECT user_id FROM seen)
@@ -576,8 +585,9 @@ def _bot_burst(con, day: date, baseline: date, real: int) -> dict | None:
     if new.is_empty():
         return None
     users = new["user_id"].n_unique()
-    if users < 0.5 * real:
-        return None
+    usual = con.execute("""SELECT count(DISTINCT user_id) FROM activity_day WHERE day = ? AND user_id NOT IN
+                             (SELECT user_id FROM activity_day WHERE day = ? AND outcome = 'loaded' AND user_country IS NOT NULL)""",
+                        [baseline, baseline]).fetchall()[0][0]
     per_hour = new.group_by(pl.col("received_at").dt.hour().alias("hour")).agg(pl.col("user_id").n_unique().alias("n"))
     hours = pl.DataFrame({"hour": list(range(24))}, schema={"hour": per_hour.schema["hour"]}).join(per_hour, on="hour", how="left").with_columns(
         pl.col("n").fill_null(0))
@@ -587,14 +597,16 @@ def _bot_burst(con, day: date, baseline: date, real: int) -> dict | None:
     lo, hi = run
     inside = new.filter(pl.col("received_at").dt.hour().is_between(lo, hi))
     # A burst: most of the new ids within a few hours.
-    if hi - lo + 1 > 8 or inside["user_id"].n_unique() < 0.7 * users:
+    n = inside["user_id"].n_unique()
+    if hi - lo + 1 > 8 or n < 0.7 * users or not _significant(n, usual) or n / base_dau * 100 < MATERIAL_PCT:
         return None
     seg = _segment(inside)
-    return {"stage": "client", "kind": "inflated", "segment": seg, "window": _hour_window(day, lo, hi), "events": inside.height,
-            "users": inside["user_id"].n_unique(), "dau_impact_pct": 0.0,
-            "confidence": round(min(1.0, inside["user_id"].n_unique() / max(real, 1)), 2), "cause": "bot-like burst",
-            "evidence": f"{inside['user_id'].n_unique():,} ids never seen before and without a profile sent {inside.height:,} events "
+    finding = {"stage": "client", "kind": "inflated", "segment": seg, "window": _hour_window(day, lo, hi), "events": inside.height,
+            "users": n, "dau_impact_pct": 0.0,
+            "confidence": round(min(1.0, n / max(users, 1)), 2), "cause": "bot-like burst",
+            "evidence": f"{n:,} ids never seen before and without a profile sent {inside.height:,} events "
                         f"between {lo:02d}:00 and {hi + 1:02d}:00 from {_seg_text(seg)}: not users."}
+    return finding, inside["user_id"].unique().to_list()
 
 
 def _in_flight(ev: Evidence, day: date, baseline: date, as_of: datetime | None) -> dict | None:
@@ -656,12 +668,14 @@ def _silent_loss(ev: Evidence, day: date, baseline: date) -> dict | None:
                         f"(deleted after load, or never written); about {users:,} users vanished with them."}
 
 
-def _real_segment(con, day: date, baseline: date) -> tuple[dict, int]:
+def _real_segment(con, day: date, baseline: date, bots: list[str] | None = None) -> tuple[dict, int]:
     """The segment value whose users moved most, when it holds most of the move and its
     dimension is not merely churning (one app version replacing another). Counted on received
-    activity, so users the pipeline lost in one segment do not read as users leaving it."""
+    activity, so users the pipeline lost in one segment do not read as users leaving it, and
+    without the ``bots`` ids, which are not users."""
+    people = "user_id NOT IN (SELECT unnest(?::VARCHAR[]))"
     total = con.execute("SELECT count(DISTINCT user_id) FILTER (WHERE day = ?) - count(DISTINCT user_id) FILTER (WHERE day = ?) "
-                        "FROM activity_day", [day, baseline]).fetchall()[0][0]
+                        f"FROM activity_day WHERE {people}", [day, baseline, bots or []]).fetchall()[0][0]
     best: tuple[dict, int] = ({}, 0)
     if not total:
         return best
@@ -669,9 +683,9 @@ def _real_segment(con, day: date, baseline: date) -> tuple[dict, int]:
         col = "coalesce(user_country, country)" if dim == "country" else dim
         moves = con.execute(f"""
             SELECT v, count(DISTINCT user_id) FILTER (WHERE day = ?) - count(DISTINCT user_id) FILTER (WHERE day = ?) AS moved
-            FROM (SELECT {col} AS v, user_id, day FROM activity_day WHERE day IN (?, ?))
+            FROM (SELECT {col} AS v, user_id, day FROM activity_day WHERE day IN (?, ?) AND {people})
             WHERE v IS NOT NULL AND v <> 'unknown' GROUP BY v ORDER BY abs(moved) DESC, v
-        """, [day, baseline, day, baseline]).fetchall()
+        """, [day, baseline, day, baseline, bots or []]).fetchall()
         if not moves:
             continue
         value, moved = moves[0]

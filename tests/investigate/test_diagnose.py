@@ -54,7 +54,7 @@ CASES = [
     ([f"late_delivery:platform=ios,magnitude=6,start={DAY}T06:00:00Z,duration=6h"], [],
      "client", "delay", {"platform": "ios"}, ("T06", "T12"), "none"),
     ([f"retry_storm:platform=web,magnitude=6,start={DAY}T12:00:00Z,duration=3h"], [],
-     "dedup", "inflated", {"platform": "web"}, ("T12", "T15"), "pipeline"),
+     "dedup", "inflated", {"platform": "web"}, ("T12", "T15"), "none"),
     ([], [f"profile_outage:platform=ios,start={DAY}T08:00:00Z,duration=6h"],
      "enrich.user_profile", "degraded", {"platform": "ios"}, ("T08", "T14"), "pipeline"),
     ([f"bot_burst:magnitude=80,start={DAY}T18:00:00Z,duration=2h"], [],

@@ -124,8 +124,10 @@ def _window(affected: pl.DataFrame) -> dict:
 
 
 def _significant(observed: float, expected: float, volume: float = 0.0) -> bool:
-    """An observed count clearly above what the baseline's rate predicts (and not a sliver of the day)."""
-    return observed - expected >= max(5.0, 3 * expected ** 0.5, 0.005 * volume) and observed >= 1.5 * expected
+    """An observed count clearly above what the baseline's rate predicts (and not a sliver of the
+    day). The expectation is itself one day's count, as noisy as the observation, so the margin is
+    three standard deviations of their difference, not of the observation alone."""
+    return observed - expected >= max(5.0, 3 * (2 * expected) ** 0.5, 0.005 * volume) and observed >= 1.5 * expected
 
 
 def material_pct(baseline_dau: int) -> float:
@@ -487,7 +489,8 @@ def _diagnose(ev: Evidence, day: date, baseline: date | None, as_of: datetime | 
 
 def _verdict(pipeline: int, real: int, base: int, findings: list[dict], material: float) -> str:
     pipe_pct, real_pct = abs(pipeline) / base * 100, abs(real) / base * 100
-    pipe_found = any(f["stage"] not in ("none", "client") and f["kind"] not in ("no_data",) and f["confidence"] >= 0.5
+    # Resends that dedup caught are the pipeline doing its job: they explain no change.
+    pipe_found = any(f["stage"] not in ("none", "client") and f["kind"] not in ("no_data", "inflated") and f["confidence"] >= 0.5
                      for f in findings)
     if any(f["stage"] == "client" and f["kind"] == "inflated" and f.get("cause") == "bot-like burst" for f in findings):
         return "mixed" if (pipe_found and pipe_pct >= material) or real_pct >= material else "inflated"
@@ -517,7 +520,10 @@ def _reason(verdict: str, change: int, pipeline: int, real: int, base: int, mate
                 f"{', ...' if len(empty) > 6 else ''}): the data is missing, so the change of {change:+,} users says nothing "
                 "about users." + tail)
     if verdict == "none":
-        return f"within noise: {change:+,} users against ±{noise:,} users (3σ of the baseline's {base:,}, or 1%)." + tail
+        seen = [f for f in findings if f["confidence"] >= 0.5 and f["kind"] != "no_data"]
+        also = (f"; what the findings show ({seen[0]['stage']} {seen[0]['kind']} in {_seg_text(seen[0]['segment'])}"
+                f"{' and more' if len(seen) > 1 else ''}) does not move DAU beyond it" if seen else "")
+        return f"within noise: {change:+,} users against ±{noise:,} users (3σ of the baseline's {base:,}, or 1%){also}." + tail
     bots = next((f for f in findings if f.get("cause") == "bot-like burst"), None)
     if verdict == "inflated" and bots:
         return (f"{bots['users']:,} users of a bot-like burst ({_seg_text(bots['segment'])}) inflate DAU; "

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import duckdb
-import httpx
+import httpx2
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,9 +64,9 @@ def run_one(out: Path, queue: str, consumers: int, requests: int, events: int, c
     deadline = time.monotonic() + 60
     while True:
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
+            if httpx2.get(url + "/health", timeout=1).status_code == 200:
                 break
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         if time.monotonic() > deadline or proc.poll() is not None:
             raise SystemExit(f"dqkit serve did not start; see {out / 'serve.log'}")
@@ -79,7 +79,7 @@ def run_one(out: Path, queue: str, consumers: int, requests: int, events: int, c
     it = iter(range(requests))
 
     def client() -> None:
-        with httpx.Client(timeout=30) as c:
+        with httpx2.Client(timeout=30) as c:
             while True:
                 with lock:
                     n = next(it, None)

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -38,9 +38,9 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout_s: floa
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"the process exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
+            if httpx2.get(url + "/health", timeout=1).status_code == 200:
                 return
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         time.sleep(0.1)
     raise AssertionError(f"{url} did not become healthy in {timeout_s} s")
@@ -97,7 +97,7 @@ def post_all(url: str, bodies: list[dict], workers: int = 4, out: list | None = 
     it = iter(bodies)
 
     def work() -> None:
-        with httpx.Client(timeout=10) as c:
+        with httpx2.Client(timeout=10) as c:
             while True:
                 with lock:
                     body = next(it, None)
@@ -105,7 +105,7 @@ def post_all(url: str, bodies: list[dict], workers: int = 4, out: list | None = 
                     return
                 try:
                     code = c.post(url + "/batch", content=json.dumps(body)).status_code
-                except httpx.HTTPError:
+                except httpx2.HTTPError:
                     code = 0
                 with lock:
                     out.append((body["batch_id"], code))

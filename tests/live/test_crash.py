@@ -93,23 +93,23 @@ def test_server_killed_mid_request(tmp_path):
 
 @pytest.mark.slow  # ~13 s
 def test_consumer_killed_at_any_moment_is_restarted_and_nothing_is_lost(tmp_path):
-    import httpx
+    import httpx2
 
     srv = Serve(tmp_path)
     results: list[tuple[str, int]] = []
     poster = threading.Thread(target=post_all, args=(srv.url, [native(f"r{n}", EVENTS, user=f"u{n % 4}") for n in range(300)],
                                                       4, results))
     poster.start()
-    (pid,) = httpx.get(srv.url + "/health").json()["consumer_pids"]
+    (pid,) = httpx2.get(srv.url + "/health").json()["consumer_pids"]
     deadline = time.monotonic() + 30
     while len(results) < 60 and time.monotonic() < deadline:
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)  # wherever it is: polling, in the stages, committing
     poster.join()
     deadline = time.monotonic() + 30
-    while httpx.get(srv.url + "/health").json()["consumer_restarts"] < 1 and time.monotonic() < deadline:
+    while httpx2.get(srv.url + "/health").json()["consumer_restarts"] < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert httpx.get(srv.url + "/health").json()["consumer_restarts"] == 1
+    assert httpx2.get(srv.url + "/health").json()["consumer_restarts"] == 1
     assert srv.stop() == 0
     run = Run(None, srv.warehouse, srv.telemetry)
     assert all(code == 200 for _, code in results)

@@ -89,13 +89,12 @@ def _as_of(ctx, param, value):
     """An ISO-8601 moment (UTC when no offset is given), or None."""
     if not value:
         return None
-    from datetime import UTC, datetime
+    from dqkit.timefmt import parse_iso
 
     try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not ISO-8601, e.g. 2026-11-28T07:00:00Z") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _print_unknown(doc: dict) -> None:
@@ -405,7 +404,8 @@ def generate(out, events, users, days, start, seed, scenarios, profiles_csv) -> 
 @click.option("--warehouse", "-w", required=True, type=click.Path(path_type=Path), help="DuckDB warehouse file.")
 @click.option("--spans", "-s", "--telemetry", "-t", "spans", required=True, multiple=True, type=click.Path(path_type=Path),
               callback=_span_paths, help="OTLP/JSON span export (file or telemetry folder); repeat for several.")
-@click.option("--as-of", help="The moment to reconcile at (ISO-8601, UTC); default: the end of the last span.")
+@click.option("--as-of", "as_of", callback=_as_of,
+              help="The moment to reconcile at (ISO-8601, UTC); default: the end of the last span.")
 @click.option("--flight-window", default="1h", show_default=True,
               help="Unloaded events of batches this recent (before --as-of) count as in flight, not lost.")
 @click.option("--json", "as_json", is_flag=True, help="Print totals and findings as JSON.")
@@ -420,22 +420,13 @@ def reconcile(warehouse, spans, as_of, flight_window, as_json, source) -> None:
     Example:
       dqkit reconcile -w wh.duckdb -s telemetry --json
     """
-    from datetime import UTC, datetime
-
     from dqkit.investigate.reconcile import reconcile as run
     from dqkit.spec import parse_duration
 
     try:
         window = parse_duration(flight_window, "--flight-window")
-        when = None
-        if as_of:
-            try:
-                when = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
-            except ValueError:
-                raise click.BadParameter(f"--as-of {as_of!r} is not ISO-8601, e.g. 2026-11-20T23:59:59Z") from None
-            when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        result = run(warehouse, list(spans), as_of=when, flight_window=window, source=source)
-    except (DqkitError, click.BadParameter) as exc:
+        result = run(warehouse, list(spans), as_of=as_of, flight_window=window, source=source)
+    except DqkitError as exc:
         _fail(exc)
     doc = result.to_dict()
     if _echo_json(doc, as_json):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from dqkit.errors import ConfigError
+from dqkit.timefmt import parse_iso
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)")
 
@@ -21,10 +22,9 @@ def parse_duration(text: str, what: str) -> timedelta:
 def parse_time(text: str, what: str) -> datetime:
     """An ISO-8601 time (UTC when it names no zone); ``what`` names the setting in the error."""
     try:
-        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return parse_iso(text)
     except ValueError:
         raise ConfigError(f"{what}={text!r} must be an ISO-8601 time, e.g. 2026-11-20T10:00:00Z") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def split_spec(spec: str, option: str, names, keys: set[str]) -> tuple[str, dict[str, str]]:

@@ -1,4 +1,4 @@
-"""One way to write a moment as text: ISO-8601 in UTC with a ``Z``."""
+"""One way to write a moment as text, ISO-8601 in UTC with a ``Z``, and one way to read it back."""
 
 from __future__ import annotations
 
@@ -14,3 +14,15 @@ def iso_z(dt: datetime) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    """An ISO-8601 moment as an aware ``datetime``: ``Z`` or an offset as written, UTC when the
+    text names no zone (as :func:`iso_z` writes naive times). Leading and trailing spaces are
+    ignored.
+
+    Raises:
+        ValueError: ``text`` is not ISO-8601; callers turn it into their own one-line error.
+    """
+    t = datetime.fromisoformat(text.strip())
+    return t if t.tzinfo else t.replace(tzinfo=UTC)

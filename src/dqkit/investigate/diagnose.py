@@ -21,7 +21,7 @@ from dqkit.errors import InputError
 from dqkit.investigate.dau import STAGE_ORDER, day_counts, late_estimate, lost_users, open_activity, pick_baseline
 from dqkit.investigate.evidence import Evidence, open_evidence
 from dqkit.investigate.reconcile import heaviest_run
-from dqkit.timefmt import iso_z
+from dqkit.timefmt import iso_z, parse_iso
 
 DIMENSIONS = ("platform", "app_version", "sdk_version", "event_type", "country")
 MATERIAL_PCT = 1.0  # a DAU change smaller than this (percent) is noise
@@ -193,7 +193,7 @@ def _clusters(con, rows: pl.DataFrame, where: str, day: date, baseline: date, ra
             break
         t = pl.when(pl.col("stage") == "validate").then(pl.col("received_at")).otherwise(
             pl.coalesce("event_ts", "received_at")) if "stage" in in_seg.columns else pl.coalesce("event_ts", "received_at")
-        lo, hi = _parse(win["start"]), _parse(win["end"])
+        lo, hi = parse_iso(win["start"]), parse_iso(win["end"])
         cluster = in_seg.filter(t.is_between(lo, hi, closed="left"))
         # The cluster itself must stand above the baseline's rate in its segment and hours.
         when = N.event_time_sql()
@@ -235,10 +235,6 @@ def _duplicate_kind(con, hot: pl.DataFrame) -> tuple[str, str]:
     return "inflated", f"resent: {same:,} of {same + differ:,} duplicates are identical to the event holding their id"
 
 
-def _parse(s: str) -> datetime:
-    return datetime.fromisoformat(s.replace("Z", "+00:00"))
-
-
 def _confidence(excess: float, base: float) -> float:
     """How clearly an excess stands above the baseline's level (0..1)."""
     if excess <= 0:
@@ -264,7 +260,7 @@ def diagnose(warehouse: str | Path, spans=None, day: date | str | None = None, b
     ev = open_evidence(warehouse, spans, source)
     try:
         if isinstance(as_of, str):
-            as_of = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+            as_of = parse_iso(as_of)
         if as_of is None:
             as_of = _latest_load(ev)
         elif as_of.tzinfo is None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from dqkit.report.thresholds import Check, Thresholds, evaluate
+from dqkit.timefmt import parse_iso
 
 FORMAT = "dqkit.findings/2"
 """The ``format`` field of ``findings.json``; bumped when a field changes meaning."""
@@ -84,7 +85,7 @@ def daily_report(day: date | str, warehouse: str | Path, spans, thresholds: Thre
 
     th = thresholds or Thresholds()
     if isinstance(as_of, str):
-        as_of = datetime.fromisoformat(as_of.replace("Z", "+00:00")) if as_of else None
+        as_of = parse_iso(as_of) if as_of else None
     d = day if isinstance(day, date) else date.fromisoformat(str(day))
     sd = spans if isinstance(spans, SpanData) else load_spans(spans)
     start = datetime.combine(d, datetime.min.time(), tzinfo=UTC)

@@ -6,10 +6,11 @@ and print as plain text (which nbval compares)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from html import escape
 
 from dqkit.investigate.charts import PART_LABELS
+from dqkit.timefmt import parse_iso
 
 _OK, _BAD = ("#1a7f37", "#dafbe1"), ("#cf222e", "#ffebe9")
 _TD = "padding:6px 12px;border-bottom:1px solid #d0d7de;vertical-align:top;text-align:left;"
@@ -85,10 +86,10 @@ def window(w: dict | None) -> str:
     """A finding's window: ``08:00–14:00 UTC`` on one day, dates added when it spans days."""
     if not w or not w.get("start"):
         return "—"
-    a = datetime.fromisoformat(w["start"].replace("Z", "+00:00"))
+    a = parse_iso(w["start"])
     if not w.get("end"):
         return f"from {a:%-d %b %H:%M} UTC"
-    b = datetime.fromisoformat(w["end"].replace("Z", "+00:00"))
+    b = parse_iso(w["end"])
     if (b - a).total_seconds() >= 86400 and a.hour == b.hour == 0:
         return "the whole day" if (b - a).days == 1 else f"{a:%-d %b} – {b:%-d %b}"
     if a.date() == b.date() or (b.hour == 0 and b.minute == 0 and (b - a).days == 0):

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from dqkit.timefmt import iso_z
+from dqkit.timefmt import iso_z, parse_iso
 
 
 def test_every_moment_is_written_in_utc_with_a_z():
@@ -14,8 +14,6 @@ def test_every_moment_is_written_in_utc_with_a_z():
 
 
 def test_one_parser_reads_what_people_and_dqkit_write():
-    from dqkit.timefmt import parse_iso
-
     utc = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
     for text in ("2026-11-20T10:00:00Z", "2026-11-20T10:00:00+00:00", "2026-11-20T11:00:00+01:00",
                  " 2026-11-20T10:00:00Z ", "2026-11-20T10:00:00", "2026-11-20 10:00"):
